@@ -1,0 +1,1 @@
+//! Applying a plan through a backend: lock, ledger, undo journal, rollback.

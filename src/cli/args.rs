@@ -1,0 +1,224 @@
+//! What the user typed: clap definitions of every command and option, no syscalls.
+//!
+//! Resolution (backend choice, secret loading, locks) happens in the command modules
+//! under `cmd/`, after parsing, so that `--help` and usage errors never touch the system.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// isctl: declarative iSCSI target manager (Linux LIO via configfs, or a userspace engine).
+#[derive(Debug, Parser)]
+#[command(name = "isctl", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command accepts.
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// Which backend to manage: `lio` (kernel target through configfs), `userspace`
+    /// (isctl's own engine, through its control socket), or `auto` (LIO when its configfs
+    /// tree is present, else userspace).
+    #[arg(long, global = true, value_enum, default_value_t = BackendChoice::Auto, env = "ISCTL_BACKEND")]
+    pub backend: BackendChoice,
+
+    /// Root of LIO's configfs tree.
+    #[arg(
+        long,
+        global = true,
+        value_name = "DIR",
+        default_value = "/sys/kernel/config/target",
+        env = "ISCTL_CONFIGFS_ROOT"
+    )]
+    pub configfs_root: PathBuf,
+
+    /// Where isctl keeps its ledger of managed objects and its apply lock.
+    #[arg(
+        long,
+        global = true,
+        value_name = "DIR",
+        default_value = "/var/lib/isctl",
+        env = "ISCTL_STATE_DIR"
+    )]
+    pub state_dir: PathBuf,
+
+    /// Control socket of the userspace engine (`isctl serve`).
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        default_value = "/run/isctl/engine.sock",
+        env = "ISCTL_SOCKET"
+    )]
+    pub socket: PathBuf,
+
+    /// Output format.
+    #[arg(short = 'o', long = "output", global = true, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+
+    /// More log output (repeat for more).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+
+    /// Only errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendChoice {
+    Auto,
+    Lio,
+    Userspace,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+    Toml,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a model (file or directory) without touching the system.
+    Validate(ValidateArgs),
+    /// Show what `apply` would change.
+    Plan(PlanArgs),
+    /// Make the system match the model.
+    Apply(ApplyArgs),
+    /// Print the live configuration as a model (to adopt an existing host).
+    Export(ExportArgs),
+    /// What is applied, what is managed, what drifted.
+    Status(StatusArgs),
+    /// List logged-in iSCSI sessions.
+    Sessions(SessionsArgs),
+    /// Run the userspace iSCSI engine serving a model.
+    Serve(ServeArgs),
+    /// Re-apply whenever the model changes; report drift.
+    Watch(WatchArgs),
+    /// Log in to a target like an initiator and report what it sees.
+    Probe(ProbeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// Model file or directory of *.toml files.
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Model file or directory of *.toml files.
+    pub path: PathBuf,
+    /// Exit 0 when there is nothing to do, 2 when there are changes (1 on error).
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+    /// Also plan deletion of live objects that isctl does not manage.
+    #[arg(long)]
+    pub prune: bool,
+    /// Plan changes that cut logged-in sessions.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// Model file or directory of *.toml files.
+    pub path: PathBuf,
+    /// Do not ask for confirmation (required when stdin is not a terminal).
+    #[arg(long)]
+    pub auto_approve: bool,
+    /// Delete live objects that are neither in the model nor managed by isctl.
+    #[arg(long)]
+    pub prune: bool,
+    /// Allow changes that cut logged-in sessions.
+    #[arg(long)]
+    pub force: bool,
+    /// After applying, log in to every target like an initiator and check its LUNs.
+    #[arg(long)]
+    pub verify: bool,
+    /// Seconds to wait for another apply's lock (0: fail at once).
+    #[arg(long, default_value_t = 0, value_name = "SECS")]
+    pub lock_timeout: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Write CHAP secrets into files in this directory (mode 0600) and reference them
+    /// with `secret_file`; without it, secrets are referenced through `secret_env`
+    /// variables and never printed.
+    #[arg(long, value_name = "DIR")]
+    pub secrets_dir: Option<PathBuf>,
+    /// Print CHAP secrets in clear text in the exported model.
+    #[arg(long, conflicts_with = "secrets_dir")]
+    pub show_secrets: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Also compare the live state with this model and report drift.
+    pub path: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct SessionsArgs {
+    /// Filters `field=value` (for example `initiator=iqn.1998-01.com.vmware:esx1`).
+    #[arg(value_name = "FIELD=VALUE")]
+    pub filters: Vec<String>,
+    /// Comma-separated fields to show.
+    #[arg(long, value_delimiter = ',')]
+    pub fields: Vec<String>,
+    /// Show at most this many sessions.
+    #[arg(long)]
+    pub max_records: Option<usize>,
+    /// Sort by this field.
+    #[arg(long)]
+    pub order_by: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Model file or directory of *.toml files.
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Model file or directory of *.toml files.
+    pub path: PathBuf,
+    /// Milliseconds of quiet before a change is applied.
+    #[arg(long, default_value_t = 500, value_name = "MS")]
+    pub debounce: u64,
+    /// Seconds between drift checks when nothing changes (0: never).
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    pub drift_interval: u64,
+    /// Allow changes that cut logged-in sessions.
+    #[arg(long)]
+    pub force: bool,
+    /// Delete unmanaged live objects too.
+    #[arg(long)]
+    pub prune: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// Portal to probe: `host[:port]`, or an `iscsi://host[:port]/iqn/lun` URL.
+    pub portal: String,
+    /// Take CHAP credentials for each target from this model.
+    #[arg(long, value_name = "PATH")]
+    pub model: Option<PathBuf>,
+    /// Initiator name to log in as.
+    #[arg(long, default_value = "iqn.2026-11.io.isctl:probe")]
+    pub initiator: String,
+    /// CHAP user name.
+    #[arg(long)]
+    pub chap_user: Option<String>,
+    /// Environment variable holding the CHAP secret (never a command-line argument).
+    #[arg(long, value_name = "VAR")]
+    pub chap_secret_env: Option<String>,
+}

