@@ -99,3 +99,6 @@ fn finish(sources: Vec<load::SourceFile>, mut d: diag::Diags) -> Result<Loaded, 
         warnings: d.into_sorted(),
     })
 }
+
+#[cfg(test)]
+mod tests;
