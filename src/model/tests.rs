@@ -404,6 +404,16 @@ fn listen_conflicts() {
     assert!(e.fix.contains("dual-stack"));
     let other_port = BASE.replace("[\"[::]:3260\"]", "[\"0.0.0.0:3261\", \"[::]:3260\"]");
     ok(&other_port);
+    // A wildcard takes every address of its family (and [::] IPv4 too) on its port.
+    let overlap = format!("{BASE}[portal.b]\nlisten = [\"127.0.0.1\", \"127.0.0.1:3261\"]\n");
+    let e = one_error(&overlap);
+    assert!(
+        e.problem.contains("127.0.0.1:3260 overlaps [::]:3260"),
+        "{}",
+        e.problem
+    );
+    let v4_wild = BASE.replace("[\"[::]:3260\"]", "[\"0.0.0.0\", \"[2001:db8::1]\"]");
+    ok(&v4_wild);
     let two_groups = format!("{BASE}[portal.b]\nlisten = [\"[::]\"]\n");
     let e = one_error(&two_groups);
     assert!(
@@ -416,7 +426,7 @@ fn listen_conflicts() {
 
 #[test]
 fn duplicate_explicit_tags() {
-    let text = format!("{BASE}[portal.b]\ntag = 7\nlisten = [\"127.0.0.1\"]\n[portal.c]\ntag = 7\nlisten = [\"127.0.0.2\"]\n");
+    let text = format!("{BASE}[portal.b]\ntag = 7\nlisten = [\"127.0.0.1:3261\"]\n[portal.c]\ntag = 7\nlisten = [\"127.0.0.2:3261\"]\n");
     let e = one_error(&text);
     assert_eq!(e.object, "portal.c");
     assert!(e.problem.contains("also the tag of portal group \"b\""));

@@ -5,7 +5,7 @@
 //! Objects are visited in the order they are written (file, line), so that a conflict
 //! is reported at the later definition and names the earlier one.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
@@ -113,6 +113,24 @@ fn listen_conflicts(portals: &[PortalDraft], d: &mut Diags) {
                 }
                 continue;
             }
+            if let Some((wild, other, other_at)) = covered_by(&seen, addr) {
+                let place = if other == p.pg.name {
+                    format!("this portal group, at {other_at}")
+                } else {
+                    format!("portal group {other:?}, at {other_at}")
+                };
+                d.error(
+                    at,
+                    &object,
+                    format!(
+                        "listen address {addr} overlaps {wild} ({place}): the wildcard listens on every {} address on port {}, so the kernel cannot bind both",
+                        if wild.is_ipv6() { "IPv4 and IPv6" } else { "IPv4" },
+                        addr.port()
+                    ),
+                    "use another port for one of them, or replace the wildcard by specific addresses",
+                );
+                continue;
+            }
             if let Some(twin) = wildcard_twin(addr) {
                 if let Some((other, other_at)) = seen.get(&twin) {
                     let (v4, v6) = if addr.is_ipv4() {
@@ -139,6 +157,31 @@ fn listen_conflicts(portals: &[PortalDraft], d: &mut Diags) {
             seen.insert(*addr, (p.pg.name.clone(), at.clone()));
         }
     }
+}
+
+/// An address already listed that overlaps `addr` on the same port: one of the two
+/// is a wildcard that takes the other. `[::]:P` takes every address on LIO
+/// (dual-stack); `0.0.0.0:P` every IPv4 address. Returns the wildcard and where the
+/// earlier address was listed. The pair `0.0.0.0:P` / `[::]:P` has its own message.
+fn covered_by<'s>(
+    seen: &'s BTreeMap<SocketAddr, (String, Origin)>,
+    addr: &SocketAddr,
+) -> Option<(SocketAddr, &'s str, &'s Origin)> {
+    let takes = |wild: &SocketAddr, other: &SocketAddr| {
+        wild.port() == other.port()
+            && wild.ip().is_unspecified()
+            && !other.ip().is_unspecified()
+            && (wild.is_ipv6() || other.is_ipv4())
+    };
+    seen.iter().find_map(|(other, (name, at))| {
+        if takes(other, addr) {
+            Some((*other, name.as_str(), at))
+        } else if takes(addr, other) {
+            Some((*addr, name.as_str(), at))
+        } else {
+            None
+        }
+    })
 }
 
 /// `0.0.0.0:P` ↔ `[::]:P`.
@@ -266,21 +309,22 @@ pub(crate) fn lun_mappings(
     let mut mapped: BTreeMap<&str, (&str, u16, &Origin)> = BTreeMap::new();
     for t in order {
         let object = t.object();
-        let mut in_this: BTreeSet<&str> = BTreeSet::new();
+        let mut in_this: BTreeMap<&str, u16> = BTreeMap::new();
         for (id, extent) in &t.luns {
             let Some(at) = t.lun_at.get(id) else { continue };
             if !resolve(d, &object, at, "extent", extent, &defined.extents) {
                 continue;
             }
-            if !in_this.insert(extent) {
+            if let Some(first) = in_this.get(extent.as_str()) {
                 d.error(
                     at,
                     &object,
-                    format!("extent {extent:?} is mapped twice by this target (LUN {id} and an earlier LUN)"),
+                    format!("extent {extent:?} is mapped twice by this target (as LUN {first} and LUN {id})"),
                     "map each extent once per target",
                 );
                 continue;
             }
+            in_this.insert(extent, *id);
             let Some(x) = by_name.get(extent.as_str()) else {
                 continue;
             };

@@ -309,8 +309,8 @@ fn absolute(d: &mut Diags, f: &Fields<'_, '_>, key: &str, v: &Val<String>) -> Op
             &f.object,
             format!("{key} {:?} is not an absolute path", v.v),
             format!(
-                "write the full path, starting with '/', e.g. {:?}",
-                Path::new("/srv/iscsi").join(p).display().to_string()
+                "write the full path, starting with '/': {:?}",
+                format!("/{}", v.v.trim_start_matches("./"))
             ),
         );
         return None;
