@@ -277,9 +277,15 @@ pub(crate) fn resolve(
     let fix = if defined.is_empty() {
         format!("define it: [{kind}.{name}]")
     } else {
-        let list: Vec<&str> = defined.iter().map(String::as_str).collect();
+        // A large model must not turn one message into a page: name a few.
+        const SHOWN: usize = 8;
+        let list: Vec<&str> = defined.iter().take(SHOWN).map(String::as_str).collect();
+        let more = match defined.len().saturating_sub(SHOWN) {
+            0 => String::new(),
+            n => format!(", … ({n} more)"),
+        };
         format!(
-            "define [{kind}.{name}] or use a defined one: {}",
+            "define [{kind}.{name}] or use a defined one: {}{more}",
             list.join(", ")
         )
     };
