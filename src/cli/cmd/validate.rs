@@ -139,6 +139,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn model_errors_exit_3_from_any_verb() {
+        let e = crate::model::load_str("m.toml", "[extent.x]\ntype = \"tape\"\n").unwrap_err();
+        let err = anyhow::Error::new(e).context("loading the model");
+        assert_eq!(crate::cli::cmd::exit_code_for(&err), exit::INVALID_MODEL);
+        let other = anyhow::anyhow!("something else");
+        assert_eq!(crate::cli::cmd::exit_code_for(&other), exit::FAILURE);
+    }
+
+    #[test]
     fn summary_line_pluralises() {
         let s = Summary {
             portals: 2,
