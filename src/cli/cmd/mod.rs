@@ -15,6 +15,9 @@ use super::exit;
 
 /// Exit code for an error that reached the top. Library error types that mean
 /// "invalid model", "refused" or "locked" are recognised here, in one place.
-pub fn exit_code_for(_err: &anyhow::Error) -> u8 {
+pub fn exit_code_for(err: &anyhow::Error) -> u8 {
+    if err.downcast_ref::<crate::model::ModelError>().is_some() {
+        return exit::INVALID_MODEL;
+    }
     exit::FAILURE
 }
