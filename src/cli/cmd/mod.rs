@@ -3,6 +3,7 @@
 
 pub mod apply;
 pub mod export;
+pub mod generate_docs;
 pub mod plan;
 pub mod probe;
 pub mod serve;
