@@ -176,3 +176,10 @@ impl Plan {
         s
     }
 }
+
+/// A plan with refusals was not applied (the refusals were printed with it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the plan is refused ({problems} problem(s) listed above); nothing was changed")]
+pub struct PlanRefused {
+    pub problems: usize,
+}
