@@ -15,6 +15,7 @@
 //! manage) are `Option`s or live in `extra`, so that export can say precisely what a
 //! model cannot express and the plan can show it.
 
+pub mod export;
 pub mod lower;
 pub mod observed;
 
