@@ -39,6 +39,16 @@ struct LedgerFile {
     version: u32,
     /// `<backend>:<location>` (e.g. `lio:/sys/kernel/config/target`) → objects.
     managed: BTreeMap<String, BTreeSet<ObjectId>>,
+    /// `<backend>:<location>` → the managed attribute values the last apply left
+    /// (never secrets), for `status` to spot drift without the model.
+    #[serde(default)]
+    applied: BTreeMap<String, Vec<AppliedObject>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct AppliedObject {
+    object: ObjectId,
+    attributes: BTreeMap<String, String>,
 }
 
 /// The managed objects of one backend location.
@@ -81,7 +91,7 @@ impl Ledger {
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => LedgerFile {
                 version: LEDGER_VERSION,
-                managed: BTreeMap::new(),
+                ..LedgerFile::default()
             },
             Err(source) => return Err(LedgerError::Read { path, source }),
         };
@@ -113,6 +123,33 @@ impl Ledger {
         }
     }
 
+    /// The attribute values recorded by the last apply.
+    pub fn applied(&self) -> BTreeMap<ObjectId, BTreeMap<String, String>> {
+        self.file
+            .applied
+            .get(&self.key)
+            .map(|v| {
+                v.iter()
+                    .map(|a| (a.object.clone(), a.attributes.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub fn set_applied(&mut self, applied: BTreeMap<ObjectId, BTreeMap<String, String>>) {
+        if applied.is_empty() {
+            self.file.applied.remove(&self.key);
+        } else {
+            self.file.applied.insert(
+                self.key.clone(),
+                applied
+                    .into_iter()
+                    .map(|(object, attributes)| AppliedObject { object, attributes })
+                    .collect(),
+            );
+        }
+    }
+
     /// Write atomically with mode 0600.
     pub fn save(&self) -> Result<(), LedgerError> {
         let err = |source| LedgerError::Write {
@@ -137,6 +174,58 @@ impl Ledger {
         f.sync_all().map_err(err)?;
         std::fs::rename(&tmp, &self.path).map_err(err)?;
         Ok(())
+    }
+}
+
+/// How the live state differs from what isctl manages and last applied.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct Drift {
+    /// Managed objects that are gone.
+    pub missing: Vec<ObjectId>,
+    /// Managed attributes whose live value differs from the last apply's.
+    pub changed: Vec<ChangedAttribute>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChangedAttribute {
+    pub object: ObjectId,
+    pub attribute: String,
+    pub applied: String,
+    pub live: String,
+}
+
+impl Drift {
+    pub fn is_empty(&self) -> bool {
+        self.missing.is_empty() && self.changed.is_empty()
+    }
+}
+
+impl Ledger {
+    /// Compare the ledger (objects and last-applied values) with a live state.
+    pub fn drift(&self, live: &crate::state::State) -> Drift {
+        let now = crate::state::managed_attributes(live);
+        let mut d = Drift::default();
+        let applied = self.applied();
+        for id in self.objects() {
+            let Some(live_attrs) = now.get(&id) else {
+                d.missing.push(id);
+                continue;
+            };
+            if let Some(want) = applied.get(&id) {
+                for (k, v) in want {
+                    let l = live_attrs.get(k).cloned().unwrap_or_default();
+                    if &l != v {
+                        d.changed.push(ChangedAttribute {
+                            object: id.clone(),
+                            attribute: k.clone(),
+                            applied: v.clone(),
+                            live: l,
+                        });
+                    }
+                }
+            }
+        }
+        d
     }
 }
 

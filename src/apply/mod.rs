@@ -21,7 +21,7 @@ use crate::plan::{Plan, Summary};
 use crate::state::State;
 
 pub use executor::{ExecFailure, RollbackReport};
-pub use ledger::{Ledger, LedgerError};
+pub use ledger::{ChangedAttribute, Drift, Ledger, LedgerError};
 pub use lock::{acquire as acquire_lock, ApplyLock, LockError};
 
 /// Default number of worker threads (four writers are ~4× faster than one,
@@ -146,6 +146,7 @@ pub fn apply(
         }
     }
     ledger.set_objects(plan.ledger_after.clone());
+    ledger.set_applied(plan.applied_attributes.clone());
     ledger.save()?;
     Ok(Applied {
         summary: plan.summary(),

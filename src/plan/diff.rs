@@ -69,6 +69,7 @@ pub fn diff(
         unlinked: BTreeSet::new(),
         hba_of: BTreeMap::new(),
         used_hba_numbers: BTreeSet::new(),
+        resolved_sizes: BTreeMap::new(),
     };
     d.run();
     d.finish()
@@ -94,6 +95,8 @@ struct Differ<'a> {
     /// The HBA each desired backstore lives in after the plan.
     hba_of: BTreeMap<String, String>,
     used_hba_numbers: BTreeSet<u64>,
+    /// File extents' sizes as resolved against the host (model size or file size).
+    resolved_sizes: BTreeMap<String, u64>,
 }
 
 /// Per-TPG decisions about LUNs, made before ops are emitted (unmaps must precede
@@ -572,6 +575,7 @@ impl<'a> Differ<'a> {
                     _ => None,
                 };
                 let s = self.resolve_file(&db.name, path, *size, live_size)?;
+                self.resolved_sizes.insert(db.name.clone(), s);
                 Some(BackstoreKind::File {
                     path: path.clone(),
                     size: Some(s),
@@ -2242,6 +2246,13 @@ impl<'a> Differ<'a> {
         self.plan.unmanaged.sort_by_key(sort_key);
         self.plan.unmanaged.dedup();
         self.plan.ledger_after = self.d.object_ids().into_iter().collect();
+        let mut attrs = crate::state::managed_attributes(self.d);
+        for (name, size) in &self.resolved_sizes {
+            if let Some(a) = attrs.get_mut(&ObjectId::Backstore { name: name.clone() }) {
+                a.insert("size".into(), size.to_string());
+            }
+        }
+        self.plan.applied_attributes = attrs;
         self.plan
     }
 }

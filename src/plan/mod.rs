@@ -138,6 +138,10 @@ pub struct Plan {
     pub warnings: Vec<String>,
     /// The managed set after a successful apply (the desired objects).
     pub ledger_after: BTreeSet<ObjectId>,
+    /// The managed attribute values a successful apply leaves (no secrets), for
+    /// drift detection by `status` (`state::managed_attributes`).
+    pub applied_attributes:
+        std::collections::BTreeMap<ObjectId, std::collections::BTreeMap<String, String>>,
     pub force: bool,
     pub prune: bool,
 }

@@ -74,7 +74,8 @@ impl Exporter<'_> {
         let name = if prefix == "discovery" {
             "discovery".to_string()
         } else {
-            format!("{prefix}-{}", self.auths.len() + 1)
+            let n = self.auths.iter().filter(|(_, n)| n != "discovery").count();
+            format!("{prefix}-{}", n + 1)
         };
         self.auths.push((creds.clone(), name.clone()));
         self.model.auths.insert(

@@ -613,6 +613,124 @@ pub fn lio_naa(company_id: u32, serial: &str) -> String {
     s
 }
 
+/// The managed attributes of every object, rendered as strings (secrets excluded:
+/// only whether a CHAP user is set), for recording what an apply set and spotting
+/// drift later without the model. Absent keys are not managed.
+pub fn managed_attributes(s: &State) -> BTreeMap<ObjectId, BTreeMap<String, String>> {
+    let mut out: BTreeMap<ObjectId, BTreeMap<String, String>> = BTreeMap::new();
+    for id in s.object_ids() {
+        out.insert(id, BTreeMap::new());
+    }
+    let mut put = |id: ObjectId, k: &str, v: String| {
+        out.entry(id).or_default().insert(k.to_string(), v);
+    };
+    for (name, b) in &s.backstores {
+        let id = ObjectId::Backstore { name: name.clone() };
+        put(id.clone(), "type", b.kind.type_name().to_string());
+        match &b.kind {
+            BackstoreKind::File { path, size } => {
+                put(id.clone(), "path", path.display().to_string());
+                if let Some(sz) = size {
+                    put(id.clone(), "size", sz.to_string());
+                }
+            }
+            BackstoreKind::Block { device, readonly } => {
+                put(id.clone(), "device", device.display().to_string());
+                put(id.clone(), "readonly", readonly.to_string());
+            }
+            BackstoreKind::Ramdisk { size } => put(id.clone(), "size", size.to_string()),
+            BackstoreKind::Other { plugin } => put(id.clone(), "plugin", plugin.clone()),
+        }
+        put(id.clone(), "block_size", b.block_size.to_string());
+        put(id.clone(), "serial", b.serial.clone());
+        put(id.clone(), "company_id", format!("0x{:06x}", b.company_id));
+        if let Some(n) = b.nonrotational {
+            put(id, "nonrotational", n.to_string());
+        }
+    }
+    if let Some(d) = &s.discovery {
+        put(ObjectId::DiscoveryAuth, "enforce", d.enforce.to_string());
+        if d.enforce {
+            put(
+                ObjectId::DiscoveryAuth,
+                "chap_userid",
+                d.creds.userid.clone(),
+            );
+        }
+    }
+    for (tname, t) in &s.targets {
+        for (tag, tpg) in &t.tpgs {
+            let id = ObjectId::Tpg {
+                target: tname.clone(),
+                tag: *tag,
+            };
+            put(id.clone(), "enabled", tpg.enabled.to_string());
+            put(id.clone(), "alias", tpg.alias.clone());
+            put(id.clone(), "authentication", tpg.authentication.to_string());
+            put(
+                id.clone(),
+                "generate_node_acls",
+                tpg.generate_node_acls.to_string(),
+            );
+            if let Some(d) = tpg.demo_mode_write_protect {
+                put(id.clone(), "demo_mode_write_protect", d.to_string());
+            }
+            if let Some(a) = &tpg.auth {
+                put(id.clone(), "chap_userid", a.userid.clone());
+                put(id, "chap_userid_mutual", a.userid_mutual.clone());
+            }
+            for (l, lun) in &tpg.luns {
+                let id = ObjectId::Lun {
+                    target: tname.clone(),
+                    tag: *tag,
+                    lun: *l,
+                };
+                let b = lun
+                    .backstore
+                    .as_ref()
+                    .map(|b| b.name.clone())
+                    .unwrap_or_default();
+                put(id, "backstore", b);
+            }
+            for (init, acl) in &tpg.acls {
+                let id = ObjectId::Acl {
+                    target: tname.clone(),
+                    tag: *tag,
+                    initiator: init.clone(),
+                };
+                let authn = match acl.authentication {
+                    None => "inherit".to_string(),
+                    Some(b) => b.to_string(),
+                };
+                put(id.clone(), "authentication", authn);
+                if let Some(a) = &acl.auth {
+                    put(id.clone(), "chap_userid", a.userid.clone());
+                    put(id, "chap_userid_mutual", a.userid_mutual.clone());
+                }
+                for (m, ml) in &acl.mapped {
+                    let id = ObjectId::MappedLun {
+                        target: tname.clone(),
+                        tag: *tag,
+                        initiator: init.clone(),
+                        lun: *m,
+                    };
+                    put(
+                        id.clone(),
+                        "lun",
+                        ml.tpg_lun.map(|x| x.to_string()).unwrap_or_default(),
+                    );
+                    put(
+                        id,
+                        "write_protect",
+                        ml.write_protect.map(|x| x.to_string()).unwrap_or_default(),
+                    );
+                }
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -98,8 +98,11 @@ pub fn run(g: &GlobalArgs, args: &ApplyArgs) -> anyhow::Result<u8> {
 
     if plan.is_empty() {
         // Adoption: desired objects that already exist become managed.
-        if planned.ledger.objects() != plan.ledger_after {
+        if planned.ledger.objects() != plan.ledger_after
+            || planned.ledger.applied() != plan.applied_attributes
+        {
             planned.ledger.set_objects(plan.ledger_after.clone());
+            planned.ledger.set_applied(plan.applied_attributes.clone());
             planned.ledger.save()?;
         }
         if json {
