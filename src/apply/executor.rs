@@ -90,9 +90,11 @@ pub fn run(
                         if abort.load(Ordering::SeqCst) {
                             return;
                         }
+                        tracing::debug!(step = i + 1, "{}", plan.ops[i].op);
                         match exec.execute(&plan.ops[i].op) {
                             Ok(()) => journal.lock().unwrap_or_else(|e| e.into_inner()).push(i),
                             Err(e) => {
+                                tracing::warn!(step = i + 1, "failed: {e}");
                                 abort.store(true, Ordering::SeqCst);
                                 let mut f = failure.lock().unwrap_or_else(|e| e.into_inner());
                                 if f.is_none() {
@@ -148,6 +150,7 @@ pub fn rollback(
         }
         let mut ok = true;
         for inv in op.inverse() {
+            tracing::debug!("undo step {}: {inv}", i + 1);
             if let Err(e) = exec.execute_tolerant(&inv) {
                 report.errors.push(e);
                 ok = false;

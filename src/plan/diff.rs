@@ -70,6 +70,7 @@ pub fn diff(
         hba_of: BTreeMap::new(),
         used_hba_numbers: BTreeSet::new(),
         resolved_sizes: BTreeMap::new(),
+        link_index: BTreeMap::new(),
     };
     d.run();
     d.finish()
@@ -97,6 +98,8 @@ struct Differ<'a> {
     used_hba_numbers: BTreeSet<u64>,
     /// File extents' sizes as resolved against the host (model size or file size).
     resolved_sizes: BTreeMap<String, u64>,
+    /// Observed LUN links by backstore name: (HBA, LUN).
+    link_index: BTreeMap<String, Vec<(Option<String>, ObjectId)>>,
 }
 
 /// Per-TPG decisions about LUNs, made before ops are emitted (unmaps must precede
@@ -204,7 +207,36 @@ impl<'a> Differ<'a> {
         }
     }
 
+    /// The observed LUNs linking backstore `name` (in `hba`, or any HBA).
+    fn links_to(&self, name: &str, hba: Option<&str>) -> Vec<ObjectId> {
+        self.link_index
+            .get(name)
+            .map(|v| {
+                v.iter()
+                    .filter(|(h, _)| hba.is_none() || h.as_deref() == hba)
+                    .map(|(_, id)| id.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     fn run(&mut self) {
+        for (tname, t) in &self.o.targets {
+            for (tag, tpg) in &t.tpgs {
+                for (l, lun) in &tpg.luns {
+                    if let Some(b) = &lun.backstore {
+                        self.link_index.entry(b.name.clone()).or_default().push((
+                            b.hba.clone(),
+                            ObjectId::Lun {
+                                target: tname.clone(),
+                                tag: *tag,
+                                lun: *l,
+                            },
+                        ));
+                    }
+                }
+            }
+        }
         for name in self.o.hbas.keys() {
             if let Some((_, n)) = name.rsplit_once('_') {
                 if let Ok(n) = n.parse::<u64>() {
@@ -658,7 +690,7 @@ impl<'a> Differ<'a> {
             return;
         };
         let ohba = ob.hba.clone().unwrap_or_default();
-        let links = self.o.links_to(&ob.name, ob.hba.as_deref());
+        let links = self.links_to(&ob.name, ob.hba.as_deref());
         let mut replace: Vec<String> = Vec::new();
         let mut attrs: Vec<AttrChange> = Vec::new();
         let mut settings: Vec<(BackstoreSetting, BackstoreSetting)> = Vec::new();
@@ -2127,7 +2159,7 @@ impl<'a> Differ<'a> {
     fn check_backstore_links(&mut self) {
         let deleted = self.deleted_backstores.clone();
         for (name, hba) in deleted {
-            for l in self.o.links_to(&name, Some(&hba)) {
+            for l in self.links_to(&name, Some(&hba)) {
                 if !self.unlinked.contains(&l) {
                     self.refuse(
                         "blocked",
@@ -2238,12 +2270,10 @@ impl<'a> Differ<'a> {
                 });
             }
         }
-        self.plan.changes.sort_by(|a, b| {
-            sort_key(&a.object)
-                .cmp(&sort_key(&b.object))
-                .then(a.action.cmp(&b.action))
-        });
-        self.plan.unmanaged.sort_by_key(sort_key);
+        self.plan
+            .changes
+            .sort_by_cached_key(|c| (sort_key(&c.object), c.action));
+        self.plan.unmanaged.sort_by_cached_key(sort_key);
         self.plan.unmanaged.dedup();
         self.plan.ledger_after = self.d.object_ids().into_iter().collect();
         let mut attrs = crate::state::managed_attributes(self.d);

@@ -83,6 +83,9 @@ pub(super) struct Kernel {
     pub sessions: Vec<SimSession>,
     pub next_session: u32,
     pub counts: BTreeMap<OpKind, u64>,
+    /// Portal directory → (target, address): the listeners, for conflict checks.
+    #[serde(default)]
+    pub portals: BTreeMap<String, (String, SocketAddr)>,
 }
 
 fn comps(rel: &str) -> Vec<&str> {
@@ -320,6 +323,7 @@ impl Kernel {
             sessions: Vec::new(),
             next_session: 1,
             counts: BTreeMap::new(),
+            portals: BTreeMap::new(),
         };
         // What target_core_mod shows right after loading (§1, run4 S0).
         k.dir("", false);
@@ -417,6 +421,7 @@ impl Kernel {
             }
             self.objects.remove(&k);
             self.mapped.remove(&k);
+            self.portals.remove(&k);
         }
     }
 
@@ -728,25 +733,16 @@ impl Kernel {
         let mut here = false;
         let mut wild_elsewhere = false;
         let mut specific_elsewhere = false;
-        for (k, n) in self.descendants("iscsi") {
-            if !matches!(n, Node::Dir { user: true }) {
-                continue;
+        for (t, other) in self.portals.values() {
+            // Same listener in any TPG of the same target → EINVAL (§3.2).
+            if t == target && same_listener(&addr, other) {
+                here = true;
             }
-            let c = comps(k);
-            if let ["iscsi", t, _, "np", a] = c.as_slice() {
-                let Ok(other) = a.parse::<SocketAddr>() else {
-                    continue;
-                };
-                // Same listener in any TPG of the same target → EINVAL (§3.2).
-                if *t == target && same_listener(&addr, &other) {
-                    here = true;
-                }
-                if other.port() == addr.port() {
-                    if other.ip().is_unspecified() {
-                        wild_elsewhere = true;
-                    } else if other.ip() != addr.ip() {
-                        specific_elsewhere = true;
-                    }
+            if other.port() == addr.port() {
+                if other.ip().is_unspecified() {
+                    wild_elsewhere = true;
+                } else if other.ip() != addr.ip() {
+                    specific_elsewhere = true;
                 }
             }
         }
@@ -761,6 +757,8 @@ impl Kernel {
             return Err(EINVAL);
         }
         self.dir(rel, true);
+        self.portals
+            .insert(rel.to_string(), (target.to_string(), addr));
         self.file(&format!("{rel}/iser"), 0o644, "0\n");
         self.file(&format!("{rel}/cxgbit"), 0o644, "0\n");
         Ok(())

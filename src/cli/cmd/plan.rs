@@ -21,7 +21,7 @@ use crate::cli::args::{BackendChoice, GlobalArgs, OutputFormat, PlanArgs};
 use crate::cli::exit;
 use crate::model;
 use crate::plan::{self, render, DiffOptions, Plan, PlanRefused};
-use crate::state::{self, Observed, State};
+use crate::state::{self, State};
 
 /// Environment variable naming a JSON file that holds a simulated LIO configfs:
 /// the CLI then works on the simulator instead of the kernel (docs/reconcile.md).
@@ -104,8 +104,6 @@ pub(crate) fn open_backend(g: &GlobalArgs) -> anyhow::Result<OpenBackend> {
 /// Everything a plan was made from.
 pub(crate) struct Planned {
     pub desired: State,
-    #[allow(dead_code)] // read by `status`
-    pub observed: Observed,
     pub plan: Plan,
     pub ledger: Ledger,
 }
@@ -138,7 +136,6 @@ pub(crate) fn make_plan(
     plan.count_operations(|op| backend.operation_count(op));
     Ok(Planned {
         desired,
-        observed,
         plan,
         ledger,
     })
