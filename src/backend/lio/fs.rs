@@ -105,3 +105,50 @@ impl ConfigFs for RealConfigFs {
         path.symlink_metadata().is_ok()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn real_configfs_calls_on_a_plain_directory() {
+        let d = tempfile::tempdir().unwrap();
+        let fs = RealConfigFs;
+        let a = d.path().join("a");
+        fs.mkdir(&a).unwrap();
+        assert_eq!(fs.mkdir(&a).unwrap_err().raw_os_error(), Some(libc::EEXIST));
+        // write never creates (no O_CREAT): configfs attributes exist already.
+        let f = a.join("attr");
+        assert_eq!(
+            fs.write(&f, b"1").unwrap_err().raw_os_error(),
+            Some(libc::ENOENT)
+        );
+        std::fs::write(&f, b"old value").unwrap();
+        fs.write(&f, b"new").unwrap();
+        // No O_TRUNC either: configfs replaces the value per write(2).
+        assert_eq!(fs.read(&f).unwrap(), b"new value");
+        let l = d.path().join("link");
+        fs.symlink(&a, &l).unwrap();
+        assert_eq!(fs.read_link(&l).unwrap(), a);
+        let kinds: Vec<(String, EntryKind)> = fs
+            .read_dir(d.path())
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.name, e.kind))
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                ("a".into(), EntryKind::Dir),
+                ("link".into(), EntryKind::Symlink)
+            ]
+        );
+        assert_eq!(
+            fs.rmdir(&a).unwrap_err().raw_os_error(),
+            Some(libc::ENOTEMPTY)
+        );
+        fs.unlink(&l).unwrap();
+        assert!(!fs.exists(&l));
+        assert!(fs.exists(&a));
+    }
+}
