@@ -265,3 +265,132 @@ portal = "p"
     assert!(!s.backstores.contains_key("foreign"));
     assert!(h.plan(&m, no_opts()).1.is_empty());
 }
+
+/// A base model and edits of it; each edit must converge from the previous one
+/// and roll back exactly from a fault at any step.
+fn edits() -> Vec<(&'static str, String)> {
+    let base = r#"
+[global]
+basename = "iqn.2026-01.com.example"
+[portal.p1]
+tag = 1
+listen = ["0.0.0.0:3260"]
+[portal.p2]
+tag = 2
+listen = ["127.0.0.1:3270"]
+[initiator_group.g]
+initiators = ["iqn.1994-05.com.example:c1", "iqn.1994-05.com.example:c2"]
+[auth.a]
+user = "user1"
+secret = "pass1secret12"
+peer_user = "target1"
+peer_secret = "pass2secret12"
+[extent.d0]
+type = "file"
+path = "/srv/iscsi/d0.img"
+size = "8MiB"
+[extent.d1]
+type = "block"
+device = "/dev/ram0"
+[target.t]
+luns = { 0 = "d0", 1 = "d1" }
+[[target.t.group]]
+portal = "p1"
+initiator_group = "g"
+"#
+    .to_string();
+    let mut out = vec![("base", base.clone())];
+    let mut push = |name: &'static str, m: String| out.push((name, m));
+    let renamed = base
+        .replace("[extent.d0]", "[extent.data0]")
+        .replace("0 = \"d0\"", "0 = \"data0\"");
+    push("rename an extent (relink LUN 0)", renamed.clone());
+    let chap = renamed.replace(
+        "initiator_group = \"g\"\n",
+        "initiator_group = \"g\"\nauth = \"a\"\n",
+    );
+    push("none -> chap", chap.clone());
+    let mutual = chap.replace(
+        "auth = \"a\"\n",
+        "auth = \"a\"\nauth_method = \"mutual-chap\"\n",
+    );
+    push("chap -> mutual-chap", mutual.clone());
+    let demo = mutual.replace("initiator_group = \"g\"\n", "");
+    push("ACLs -> demo mode with TPG CHAP", demo.clone());
+    let acl_again = demo.replace(
+        "portal = \"p1\"\n",
+        "portal = \"p1\"\ninitiator_group = \"g\"\n",
+    );
+    push("demo mode -> ACLs", acl_again.clone());
+    let v6 = acl_again.replace("listen = [\"0.0.0.0:3260\"]", "listen = [\"[::]:3260\"]");
+    push("0.0.0.0:3260 -> [::]:3260", v6.clone());
+    let moved = v6.replace("portal = \"p1\"", "portal = \"p2\"");
+    push("move the target to tag 2", moved.clone());
+    let grown = moved.replace("size = \"8MiB\"", "size = \"16MiB\"");
+    push("grow a file", grown.clone());
+    let ro = grown.replace(
+        "device = \"/dev/ram0\"",
+        "device = \"/dev/ram0\"\nreadonly = true",
+    );
+    push("make the block extent read-only (replace)", ro.clone());
+    let disabled = ro.replace("readonly = true", "readonly = true\nenabled = false");
+    push(
+        "disable an extent (its LUN goes, it stays)",
+        disabled.clone(),
+    );
+    let bs = disabled.replace("enabled = false", "").replace(
+        "path = \"/srv/iscsi/d0.img\"",
+        "path = \"/srv/iscsi/d0.img\"\nblocksize = 4096",
+    );
+    push("block size of a linked file extent (replace)", bs);
+    out
+}
+
+#[test]
+fn a_sequence_of_edits_converges_and_each_step_rolls_back() {
+    let steps = edits();
+    let h = Host::new();
+    for (name, text) in &steps {
+        let m = load_str(text);
+        let (d, p) = h.plan(&m, no_opts());
+        assert!(!p.is_refused(), "{name}: {:#?}", p.refusals);
+        h.apply_plan(&d, &p)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let (_, again) = h.plan(&m, no_opts());
+        assert!(
+            again.is_empty(),
+            "{name}: not converged: {:#?}",
+            again.changes
+        );
+    }
+    // Each transition, failing at every step, restores the state before it.
+    let h = Host::new();
+    for w in steps.windows(2) {
+        let (from_name, from) = &w[0];
+        let (to_name, to) = &w[1];
+        h.converge(&load_str(from), no_opts());
+        let before = h.observe().state;
+        let mut n = 0u64;
+        loop {
+            n += 1;
+            let f = h.fork();
+            assert_eq!(f.observe().state, before);
+            let (d, p) = f.plan(&load_str(to), no_opts());
+            if n > p.summary().configfs_operations {
+                break;
+            }
+            f.sim.fail_nth_mutation(n, libc::EINVAL);
+            let err = f.apply_plan(&d, &p).expect_err("must fail");
+            assert!(
+                err.to_string().contains("rollback complete"),
+                "{from_name} -> {to_name} @{n}: {err}"
+            );
+            f.sim.clear_faults();
+            assert_eq!(
+                f.observe().state,
+                before,
+                "{from_name} -> {to_name}: fault at step {n}"
+            );
+        }
+    }
+}

@@ -345,6 +345,18 @@ impl<'a> Differ<'a> {
                     // initiators already see.
                     None => file_size.max(live_size.unwrap_or(0)),
                 };
+                if want == 0 {
+                    self.refuse(
+                        "backing_file",
+                        Some(id),
+                        format!(
+                            "backing file {} is empty and the model gives no size",
+                            path.display()
+                        ),
+                        "add `size` to the extent".to_string(),
+                    );
+                    return None;
+                }
                 if want < file_size {
                     self.refuse(
                         "shrink",
@@ -2737,6 +2749,12 @@ mod tests {
         );
         assert!(
             matches!(&p.ops[0].op, Op::GrowBackingFile { from, to, .. } if *from == 2 << 20 && *to == 4 << 20)
+        );
+        let p = run(&file(None), &facts(FileFact::Regular { size: 0 }));
+        assert!(
+            p.refusals[0].problem.contains("is empty"),
+            "{:?}",
+            p.refusals
         );
         let p = run(&file(None), &facts(FileFact::Regular { size: 3 << 20 }));
         assert!(

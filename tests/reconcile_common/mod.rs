@@ -57,6 +57,25 @@ impl Host {
         }
     }
 
+    /// An identical, independent host: the simulator snapshotted through its JSON
+    /// persistence, the ledger copied.
+    pub fn fork(&self) -> Host {
+        let file = self.state_dir.path().join("fork-sim.json");
+        self.sim.save(&file).expect("save");
+        let sim = Arc::new(Sim::load(&file, &Sim::default_root()).expect("load"));
+        let backend = LioBackend::new(&Sim::default_root(), sim.clone(), sim.clone());
+        let state_dir = tempfile::tempdir().expect("tempdir");
+        let ledger = self.state_dir.path().join("ledger.json");
+        if ledger.exists() {
+            std::fs::copy(&ledger, state_dir.path().join("ledger.json")).expect("copy ledger");
+        }
+        Host {
+            sim,
+            backend,
+            state_dir,
+        }
+    }
+
     pub fn observe(&self) -> Observed {
         self.backend
             .observe(ObserveScope::Managed)
