@@ -94,7 +94,7 @@ pub fn run(
                         match exec.execute(&plan.ops[i].op) {
                             Ok(()) => journal.lock().unwrap_or_else(|e| e.into_inner()).push(i),
                             Err(e) => {
-                                tracing::warn!(step = i + 1, "failed: {e}");
+                                tracing::debug!(step = i + 1, "failed: {e}");
                                 abort.store(true, Ordering::SeqCst);
                                 let mut f = failure.lock().unwrap_or_else(|e| e.into_inner());
                                 if f.is_none() {
