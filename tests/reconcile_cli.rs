@@ -425,3 +425,47 @@ fn status_reports_managed_unmanaged_and_drift() {
     assert_eq!(v["model"]["in_sync"], false);
     assert_eq!(v["drift"]["changed"][0]["live"], "hand edited");
 }
+
+#[test]
+fn a_failing_apply_reports_the_step_errno_and_rollback() {
+    let e = Env::new();
+    // Someone else's iblock object holds /dev/ram0: the kernel refuses a second
+    // exclusive claim with EBUSY at enable (lio-configfs.md §2.2).
+    let sim = e.sim();
+    use isctl::backend::lio::ConfigFs;
+    let root = Sim::default_root();
+    sim.mkdir(&root.join("core/iblock_7")).unwrap();
+    sim.mkdir(&root.join("core/iblock_7/theirs")).unwrap();
+    sim.write(
+        &root.join("core/iblock_7/theirs/control"),
+        b"udev_path=/dev/ram0",
+    )
+    .unwrap();
+    sim.write(&root.join("core/iblock_7/theirs/enable"), b"1")
+        .unwrap();
+    sim.save(&e.sim_file()).unwrap();
+    let before = e.sim().dump();
+    let o = e.run(&["apply", "--auto-approve", &model()]);
+    assert_eq!(code(&o), 1, "{}{}", stdout(&o), stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("apply failed at step"), "{err}");
+    assert!(
+        err.contains("write core/iblock_0/db/enable: EBUSY (16)"),
+        "{err}"
+    );
+    assert!(err.contains("rollback complete"), "{err}");
+    assert_eq!(e.sim().dump(), before, "configfs is as it was");
+    assert!(
+        !e.state_dir().join("ledger.json").exists() || {
+            let l = std::fs::read_to_string(e.state_dir().join("ledger.json")).unwrap();
+            !l.contains("\"db\"")
+        }
+    );
+    let o = e.run(&["-o", "json", "apply", "--auto-approve", &model()]);
+    assert_eq!(code(&o), 1);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["status"], "failed");
+    assert_eq!(v["error"]["errno"], 16);
+    assert_eq!(v["error"]["errno_name"], "EBUSY (16)");
+    assert_eq!(v["rollback"]["complete"], true);
+}
