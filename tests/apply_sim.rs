@@ -342,7 +342,12 @@ initiator_group = "g"
         "path = \"/srv/iscsi/d0.img\"",
         "path = \"/srv/iscsi/d0.img\"\nblocksize = 4096",
     );
-    push("block size of a linked file extent (replace)", bs);
+    push("block size of a linked file extent (replace)", bs.clone());
+    let wb = bs.replace(
+        "path = \"/srv/iscsi/d0.img\"",
+        "path = \"/srv/iscsi/d0.img\"\nwrite_back = true",
+    );
+    push("write-back caching on a linked file extent (replace)", wb);
     out
 }
 

@@ -48,7 +48,8 @@ fn targetcli_tree(sim: &Sim) {
     wr(
         sim,
         "core/fileio_0/disk1/control",
-        "fd_dev_name=/srv/iscsi/disk1.img,fd_dev_size=67108864",
+        // targetcli's default is write-back (fd_buffered_io=1): adoption must keep it.
+        "fd_dev_name=/srv/iscsi/disk1.img,fd_dev_size=67108864,fd_buffered_io=1",
     );
     wr(sim, "core/fileio_0/disk1/udev_path", "/srv/iscsi/disk1.img");
     wr(sim, "core/fileio_0/disk1/enable", "1");
@@ -250,7 +251,8 @@ fn what_the_model_cannot_express_is_reported() {
     wr(sim, &format!("{t4}/attrib/generate_node_acls"), "1");
     wr(sim, &format!("{t4}/attrib/authentication"), "0");
     mk(sim, &format!("{t4}/np/[::0]:3262"));
-    // A write-back fileio (targetcli's default) and a disabled TPG.
+    // A write-back fileio (targetcli's default: expressible as `write_back`) and a
+    // disabled TPG (not expressible).
     sim.add_host_file(Path::new("/srv/iscsi/wb.img"), 1 << 20);
     mk(sim, "core/fileio_8");
     mk(sim, "core/fileio_8/wb");
@@ -274,7 +276,8 @@ fn what_the_model_cannot_express_is_reported() {
     assert!(has("different CHAP credentials"), "{all:#?}");
     assert!(has("same name in another HBA"), "{all:#?}");
     assert!(has("tag 1 is also used by target"), "{all:#?}");
-    assert!(has("fd_buffered_io = 1"), "{all:#?}");
+    assert!(!has("fd_buffered_io"), "{all:#?}");
+    assert!(ex.model.extents["wb"].write_back);
     assert!(has("portal group is disabled"), "{all:#?}");
 }
 

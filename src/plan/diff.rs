@@ -530,13 +530,20 @@ impl<'a> Differ<'a> {
     fn backstore_attrs(db: &Backstore, kind: &BackstoreKind) -> Vec<AttrChange> {
         let mut a = vec![attr("type", None, Some(kind.type_name().to_string()))];
         match kind {
-            BackstoreKind::File { path, size } => {
+            BackstoreKind::File {
+                path,
+                size,
+                write_back,
+            } => {
                 a.push(attr(
                     "path",
                     None,
                     Some(format!("{:?}", path.display().to_string())),
                 ));
                 a.push(attr("size", None, size.map(|s| s.to_string())));
+                if *write_back {
+                    a.push(attr("write_back", None, Some("true".to_string())));
+                }
             }
             BackstoreKind::Block { device, readonly } => {
                 a.push(attr(
@@ -613,9 +620,15 @@ impl<'a> Differ<'a> {
         live: Option<&BackstoreKind>,
     ) -> Option<BackstoreKind> {
         match &db.kind {
-            BackstoreKind::File { path, size } => {
+            BackstoreKind::File {
+                path,
+                size,
+                write_back,
+            } => {
                 let live_size = match live {
-                    Some(BackstoreKind::File { path: lp, size: ls }) if lp == path => *ls,
+                    Some(BackstoreKind::File {
+                        path: lp, size: ls, ..
+                    }) if lp == path => *ls,
                     _ => None,
                 };
                 let s = self.resolve_file(&db.name, path, *size, live_size)?;
@@ -623,6 +636,7 @@ impl<'a> Differ<'a> {
                 Some(BackstoreKind::File {
                     path: path.clone(),
                     size: Some(s),
+                    write_back: *write_back,
                 })
             }
             other => {
@@ -653,6 +667,7 @@ impl<'a> Differ<'a> {
         if let BackstoreKind::File {
             path,
             size: Some(s),
+            ..
         } = &kind
         {
             if matches!(self.host.files.get(path), Some(FileFact::Missing { .. })) {
@@ -712,9 +727,25 @@ impl<'a> Differ<'a> {
         }
         match (&kind, &ob.kind) {
             (
-                BackstoreKind::File { path: p1, size: s1 },
-                BackstoreKind::File { path: p2, size: s2 },
+                BackstoreKind::File {
+                    path: p1,
+                    size: s1,
+                    write_back: w1,
+                },
+                BackstoreKind::File {
+                    path: p2,
+                    size: s2,
+                    write_back: w2,
+                },
             ) => {
+                if w1 != w2 {
+                    // fd_buffered_io is read when the object is enabled and there is no
+                    // disable (§2.1, §2.2): only a new object changes it.
+                    let mut a = attr("write_back", Some(w2.to_string()), Some(w1.to_string()));
+                    a.forces_replacement = true;
+                    attrs.push(a);
+                    replace.push("write-back caching is fixed when LIO enables the object".into());
+                }
                 if p1 != p2 {
                     let mut a = attr(
                         "path",
@@ -928,6 +959,7 @@ impl<'a> Differ<'a> {
         if let BackstoreKind::File {
             path,
             size: Some(s),
+            ..
         } = &kind
         {
             if let Some(FileFact::Regular { size: fs }) = self.host.files.get(path) {
@@ -2700,6 +2732,7 @@ mod tests {
             b.kind = BackstoreKind::File {
                 path: PathBuf::from("/srv/f.img"),
                 size,
+                write_back: false,
             };
             s.backstores.insert("f".into(), b);
             s

@@ -3,8 +3,7 @@
 //!
 //! Adopting a host must be lossless: what the model cannot say (an ACL mapping LUN 3
 //! to TPG LUN 5, two storage objects with one name, different CHAP per ACL of one
-//! TPG, one tag with different portals in two targets, a write-back fileio, a
-//! disabled TPG, ...) is never dropped silently; each becomes an [`ExportProblem`].
+//! TPG, one tag with different portals in two targets, a disabled TPG, ...) is never dropped silently; each becomes an [`ExportProblem`].
 //! Names are derived deterministically: portal groups `portal-<tag>`, initiator
 //! groups `initiators-<n>`, CHAP credentials `chap-<n>`, discovery `discovery`.
 
@@ -235,7 +234,7 @@ fn extents(x: &mut Exporter<'_>) {
             }
         };
         let backing = match &b.kind {
-            BackstoreKind::File { path, size } => Backing::File {
+            BackstoreKind::File { path, size, .. } => Backing::File {
                 path: path.clone(),
                 size: *size,
             },
@@ -287,6 +286,13 @@ fn extents(x: &mut Exporter<'_>) {
                 comment: String::new(),
                 enabled: true,
                 shared: users.len() > 1,
+                write_back: matches!(
+                    b.kind,
+                    BackstoreKind::File {
+                        write_back: true,
+                        ..
+                    }
+                ),
                 origin: origin(),
             },
         );

@@ -366,11 +366,22 @@ fn lower_extent(name: &str, ext: &crate::model::Extent, errs: &mut Errors) -> Op
         Backing::File { path, size } => BackstoreKind::File {
             path: path.clone(),
             size: *size,
+            write_back: ext.write_back,
         },
-        Backing::Block { device } => BackstoreKind::Block {
-            device: device.clone(),
-            readonly: ext.readonly,
-        },
+        Backing::Block { device } => {
+            if ext.write_back {
+                errs.push(
+                    o,
+                    obj.clone(),
+                    "write_back = true: LIO's iblock reports the block device's own write cache and refuses to emulate one (attrib/emulate_write_cache → EINVAL)",
+                    "remove write_back (configure the device's cache instead), or use the userspace engine",
+                );
+            }
+            BackstoreKind::Block {
+                device: device.clone(),
+                readonly: ext.readonly,
+            }
+        }
         Backing::Ramdisk { size } => {
             if *size == 0 || size % RAMDISK_PAGE != 0 {
                 errs.push(
@@ -491,6 +502,7 @@ mod tests {
             comment: String::new(),
             enabled: true,
             shared: false,
+            write_back: false,
             origin: origin(10),
         }
     }
@@ -564,6 +576,44 @@ mod tests {
         assert_eq!(acl.mapped[&1].tpg_lun, Some(1));
         assert!(s.fabric);
         assert_eq!(s.discovery, Some(DiscoveryAuth::default()));
+    }
+
+    #[test]
+    fn write_back_block_extent_is_a_backend_limit() {
+        let mut m = model();
+        m.extents.get_mut("b").unwrap().readonly = false;
+        let x = m.extents.get_mut("a").unwrap();
+        x.backing = Backing::Block {
+            device: PathBuf::from("/dev/ram0"),
+        };
+        x.write_back = true;
+        let e = lower(&m).unwrap_err();
+        assert_eq!(e.0.len(), 1, "{e}");
+        assert!(e.0[0].problem.contains("emulate_write_cache"), "{}", e.0[0]);
+    }
+
+    #[test]
+    fn write_back_file_extent_lowers_to_buffered_fileio() {
+        let mut m = model();
+        m.extents.get_mut("b").unwrap().readonly = false;
+        let x = m.extents.get_mut("a").unwrap();
+        x.backing = Backing::File {
+            path: PathBuf::from("/srv/a.img"),
+            size: Some(1 << 20),
+        };
+        x.write_back = true;
+        let s = lower(&m).unwrap();
+        assert!(matches!(
+            &s.backstores["a"].kind,
+            BackstoreKind::File {
+                write_back: true,
+                ..
+            }
+        ));
+        assert_eq!(
+            crate::backend::lio::exec::control_string(&s.backstores["a"].kind),
+            "fd_dev_name=/srv/a.img,fd_dev_size=1048576,fd_buffered_io=1"
+        );
     }
 
     #[test]

@@ -104,7 +104,14 @@ pub struct Backstore {
 pub enum BackstoreKind {
     /// A regular file (LIO fileio). `size` is `fd_dev_size`; desired `None` means "the
     /// file's current size" (resolved by the planner from host facts).
-    File { path: PathBuf, size: Option<u64> },
+    ///
+    /// `write_back`: fileio `fd_buffered_io=1` (page-cache writes, volatile write cache
+    /// reported to initiators). Fixed when the object is enabled.
+    File {
+        path: PathBuf,
+        size: Option<u64>,
+        write_back: bool,
+    },
     /// A block device (LIO iblock). `readonly` is fixed when the object is enabled.
     Block { device: PathBuf, readonly: bool },
     /// Memory (LIO rd_mcp), `size` in bytes (a multiple of [`RAMDISK_PAGE`]).
@@ -628,11 +635,16 @@ pub fn managed_attributes(s: &State) -> BTreeMap<ObjectId, BTreeMap<String, Stri
         let id = ObjectId::Backstore { name: name.clone() };
         put(id.clone(), "type", b.kind.type_name().to_string());
         match &b.kind {
-            BackstoreKind::File { path, size } => {
+            BackstoreKind::File {
+                path,
+                size,
+                write_back,
+            } => {
                 put(id.clone(), "path", path.display().to_string());
                 if let Some(sz) = size {
                     put(id.clone(), "size", sz.to_string());
                 }
+                put(id.clone(), "write_back", write_back.to_string());
             }
             BackstoreKind::Block { device, readonly } => {
                 put(id.clone(), "device", device.display().to_string());

@@ -61,11 +61,23 @@ fn b01(b: bool) -> &'static str {
 /// The `control` string that configures a storage object (§2.2).
 pub fn control_string(kind: &BackstoreKind) -> String {
     match kind {
-        BackstoreKind::File { path, size } => format!(
-            "fd_dev_name={},fd_dev_size={}",
-            path.display(),
-            size.unwrap_or(0)
-        ),
+        BackstoreKind::File {
+            path,
+            size,
+            write_back,
+        } => {
+            let mut s = format!(
+                "fd_dev_name={},fd_dev_size={}",
+                path.display(),
+                size.unwrap_or(0)
+            );
+            // Only `1` is accepted (`fd_buffered_io=0` → EINVAL, §2.2): omit it for
+            // write-through.
+            if *write_back {
+                s.push_str(",fd_buffered_io=1");
+            }
+            s
+        }
         BackstoreKind::Block { device, readonly } => {
             let mut s = format!("udev_path={}", device.display());
             if *readonly {

@@ -197,15 +197,14 @@ impl<'a> Observer<'a> {
         let kind = match plugin {
             "fileio" => {
                 let (path, size) = parse_fileio_info(&info);
-                if info.contains("Mode: Buffered-WCE") {
-                    extra.insert("fd_buffered_io".to_string(), "1".to_string());
-                }
                 if info.contains("Async: 1") {
                     extra.insert("fd_async_io".to_string(), "1".to_string());
                 }
                 BackstoreKind::File {
                     path: PathBuf::from(path),
                     size: Some(size),
+                    // fd_buffered_io=1 shows as `Mode: Buffered-WCE` (§2.2).
+                    write_back: info.contains("Mode: Buffered-WCE"),
                 }
             }
             "iblock" => {

@@ -163,6 +163,9 @@ pub fn render_toml(m: &Model, secrets: &SecretsMode, header: &[String]) -> Zeroi
         if e.shared {
             let _ = writeln!(o, "shared = true");
         }
+        if e.write_back {
+            let _ = writeln!(o, "write_back = true");
+        }
     }
     for t in m.targets.values() {
         let k = key(&t.key);
@@ -266,6 +269,9 @@ pub fn render_json(m: &Model, secrets: &SecretsMode) -> Value {
         }
         if e.shared {
             v["shared"] = json!(true);
+        }
+        if e.write_back {
+            v["write_back"] = json!(true);
         }
         extents.insert(n.clone(), v);
     }

@@ -159,7 +159,7 @@ mod tests {
         };
         assert_eq!(
             s.line(),
-            "2 portals, 1 initiator group, 2 auths, 4 extents, 3 targets, 5 LUNs"
+            "2 portals, 1 initiator group, 2 auths, 4 extents, 3 targets, 6 LUNs"
         );
     }
 }
