@@ -103,6 +103,9 @@ pub enum Command {
     Watch(WatchArgs),
     /// Log in to a target like an initiator and report what it sees.
     Probe(ProbeArgs),
+    /// Write man pages and shell completions (for packaging).
+    #[command(hide = true)]
+    GenerateDocs(GenerateDocsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -221,4 +224,10 @@ pub struct ProbeArgs {
     /// Environment variable holding the CHAP secret (never a command-line argument).
     #[arg(long, value_name = "VAR")]
     pub chap_secret_env: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateDocsArgs {
+    /// Directory to write `man/*.1` and `completions/{isctl.bash,_isctl,isctl.fish}` into.
+    pub out_dir: PathBuf,
 }

@@ -59,6 +59,7 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
         Command::Serve(a) => cmd::serve::run(g, a),
         Command::Watch(a) => cmd::watch::run(g, a),
         Command::Probe(a) => cmd::probe::run(g, a),
+        Command::GenerateDocs(a) => cmd::generate_docs::run(a),
     }
 }
 

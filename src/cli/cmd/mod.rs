@@ -3,6 +3,7 @@
 
 pub mod apply;
 pub mod export;
+pub mod generate_docs;
 pub mod plan;
 pub mod probe;
 pub mod serve;
@@ -15,6 +16,9 @@ use super::exit;
 
 /// Exit code for an error that reached the top. Library error types that mean
 /// "invalid model", "refused" or "locked" are recognised here, in one place.
-pub fn exit_code_for(_err: &anyhow::Error) -> u8 {
+pub fn exit_code_for(err: &anyhow::Error) -> u8 {
+    if err.downcast_ref::<crate::model::ModelError>().is_some() {
+        return exit::INVALID_MODEL;
+    }
     exit::FAILURE
 }
