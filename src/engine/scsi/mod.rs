@@ -29,6 +29,7 @@ mod state;
 mod target;
 #[cfg(test)]
 mod tests;
+mod xcopy;
 
 pub use target::ScsiTarget;
 

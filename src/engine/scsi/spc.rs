@@ -69,8 +69,8 @@ fn standard_inquiry(peripheral: u8, tpgs: bool) -> Vec<u8> {
     d[2] = 0x06; // SPC-4
     d[3] = 0x12; // HISUP, RESPONSE DATA FORMAT 2
     d[4] = (d.len() - 5) as u8;
-    // TPGS = 01b: implicit ALUA (REPORT TARGET PORT GROUPS answers).
-    d[5] = if tpgs { 0x10 } else { 0 };
+    // TPGS = 01b: implicit ALUA (REPORT TARGET PORT GROUPS answers); 3PC: EXTENDED COPY.
+    d[5] = if tpgs { 0x10 | 0x08 } else { 0 };
     d[6] = 0x00;
     d[7] = 0x02; // CMDQUE
     d[8..16].copy_from_slice(VENDOR);

@@ -10,6 +10,7 @@ use std::sync::{Mutex, MutexGuard, RwLock};
 use super::mode::ModeParams;
 use super::pr::PrState;
 use super::sense::Asc;
+use super::xcopy::CopyResults;
 use super::Nexus;
 
 /// An I_T nexus as SPC-4 names it: initiator port and target port. Reservations and
@@ -60,6 +61,8 @@ pub(crate) struct LuInner {
     pub reserve2: Option<ItNexus>,
     pub pr: PrState,
     pub mode: ModeParams,
+    /// Held EXTENDED COPY results.
+    pub copy: CopyResults,
     /// Nexuses that sent PREVENT MEDIUM REMOVAL (kept for symmetry; the LU is not
     /// removable, so it prevents nothing).
     pub prevent: HashSet<ItNexus>,
@@ -121,6 +124,7 @@ impl LuInner {
         self.known.remove(it);
         self.ua.remove(it);
         self.prevent.remove(it);
+        self.copy.nexus_lost(it);
         if self.reserve2.as_ref() == Some(it) {
             self.reserve2 = None;
         }

@@ -1486,3 +1486,179 @@ fn random_cdbs_never_panic() {
         }
     }
 }
+
+// ---- EXTENDED COPY / RECEIVE COPY RESULTS ----------------------------------------
+
+fn xcopy_target_descriptor(kind: u8) -> Vec<u8> {
+    let mut d = vec![kind, 0, 0, 0];
+    // NAA designator of the test LU, LU association.
+    d.extend_from_slice(&[0x01, 0x03, 0x00, 0x08]);
+    d.extend_from_slice(&[0x60, 0x01, 0x40, 0x50, 0x12, 0x34, 0x56, 0x78]);
+    d.resize(28, 0);
+    d.extend_from_slice(&[0, 0, 0x02, 0x00]); // block length 512
+    d
+}
+
+fn xcopy_segment(src: u16, dst: u16, blocks: u16, src_lba: u64, dst_lba: u64) -> Vec<u8> {
+    let mut d = vec![0x02, 0, 0, 0x18];
+    d.extend_from_slice(&src.to_be_bytes());
+    d.extend_from_slice(&dst.to_be_bytes());
+    d.extend_from_slice(&[0, 0]);
+    d.extend_from_slice(&blocks.to_be_bytes());
+    d.extend_from_slice(&src_lba.to_be_bytes());
+    d.extend_from_slice(&dst_lba.to_be_bytes());
+    d
+}
+
+fn xcopy_list(list_id: u8, usage: u8, targets: &[Vec<u8>], segments: &[Vec<u8>]) -> Vec<u8> {
+    let td: Vec<u8> = targets.concat();
+    let sd: Vec<u8> = segments.concat();
+    let mut p = vec![list_id, usage << 3];
+    p.extend_from_slice(&(td.len() as u16).to_be_bytes());
+    p.extend_from_slice(&[0; 4]);
+    p.extend_from_slice(&(sd.len() as u32).to_be_bytes());
+    p.extend_from_slice(&[0; 4]);
+    p.extend_from_slice(&td);
+    p.extend_from_slice(&sd);
+    p
+}
+
+fn xcopy(run: &Run<'_>, p: &[u8]) -> Response {
+    let mut c = vec![0x83, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    c.extend_from_slice(&(p.len() as u32).to_be_bytes());
+    c.extend_from_slice(&[0, 0]);
+    run.write(&c, p)
+}
+
+fn receive_copy_results(run: &Run<'_>, sa: u8, list_id: u8) -> Response {
+    let mut c = vec![0x84, sa, list_id, 0, 0, 0, 0, 0, 0, 0];
+    c.extend_from_slice(&1024u32.to_be_bytes());
+    c.extend_from_slice(&[0, 0]);
+    run.read(&c, 1024)
+}
+
+#[test]
+fn extended_copy_copies_blocks_and_holds_status() {
+    let t = target();
+    let run = Run::new(&t);
+    let data = pattern(16, 11);
+    good(&run.write(&cdb10(0x2a, 0, 0, 16), &data));
+    check(
+        &receive_copy_results(&run, 0, 1),
+        SenseKey::ILLEGAL_REQUEST,
+        Asc::INVALID_FIELD_IN_CDB,
+    );
+    let p = xcopy_list(
+        1,
+        0,
+        &[xcopy_target_descriptor(0xe4)],
+        &[xcopy_segment(0, 0, 16, 0, BLOCKS - 16)],
+    );
+    good(&xcopy(&run, &p));
+    assert_eq!(
+        run.read(&cdb16(0x88, 0, BLOCKS - 16, 16), 16 * 512).data_in,
+        data
+    );
+    let r = receive_copy_results(&run, 0, 1);
+    good(&r);
+    assert_eq!(&r.data_in[..4], &[0, 0, 0, 8]);
+    assert_eq!(r.data_in[4], 0x01, "completed without errors");
+    assert_eq!(&r.data_in[8..12], &(16u32 * 512).to_be_bytes());
+    // The nexus going away discards held results.
+    t.nexus_closed(&run.nx);
+    check(
+        &receive_copy_results(&run, 0, 1),
+        SenseKey::ILLEGAL_REQUEST,
+        Asc::INVALID_FIELD_IN_CDB,
+    );
+    let r = receive_copy_results(&run, 3, 0);
+    good(&r);
+    assert!(r.data_in.len() >= 44);
+    // Parameter list length 0: nothing to do.
+    good(&xcopy(&run, &[]));
+}
+
+#[test]
+fn rejects_bad_extended_copy_lists() {
+    let t = target();
+    let run = Run::new(&t);
+    let td = xcopy_target_descriptor(0xe4);
+    let seg = xcopy_segment(0, 0, 8, 0, 100);
+    // Truncated target descriptor.
+    let p = xcopy_list(1, 0, std::slice::from_ref(&td), std::slice::from_ref(&seg));
+    check(
+        &xcopy(&run, &p[..16 + 31]),
+        SenseKey::ILLEGAL_REQUEST,
+        Asc::PARAMETER_LIST_LENGTH_ERROR,
+    );
+    // Too many target / segment descriptors.
+    let p = xcopy_list(1, 0, &vec![td.clone(); 5], std::slice::from_ref(&seg));
+    check(
+        &xcopy(&run, &p),
+        SenseKey::ILLEGAL_REQUEST,
+        Asc::TOO_MANY_TARGET_DESCRIPTORS,
+    );
+    let p = xcopy_list(1, 0, std::slice::from_ref(&td), &vec![seg.clone(); 17]);
+    check(
+        &xcopy(&run, &p),
+        SenseKey::ILLEGAL_REQUEST,
+        Asc::TOO_MANY_SEGMENT_DESCRIPTORS,
+    );
+    // Longer than the maximum descriptor list length.
+    let p = xcopy_list(1, 0, &vec![td.clone(); 5], &vec![seg.clone(); 31]);
+    check(
+        &xcopy(&run, &p),
+        SenseKey::ILLEGAL_REQUEST,
+        Asc::PARAMETER_LIST_LENGTH_ERROR,
+    );
+    // Unsupported descriptor types.
+    let p = xcopy_list(
+        1,
+        0,
+        &[xcopy_target_descriptor(0xe0)],
+        std::slice::from_ref(&seg),
+    );
+    check(
+        &xcopy(&run, &p),
+        SenseKey::ILLEGAL_REQUEST,
+        Asc::UNSUPPORTED_TARGET_DESCRIPTOR_TYPE_CODE,
+    );
+    let mut stream = vec![0x03, 0, 0, 0x10];
+    stream.resize(20, 0);
+    let p = xcopy_list(1, 0, std::slice::from_ref(&td), &[stream]);
+    check(
+        &xcopy(&run, &p),
+        SenseKey::ILLEGAL_REQUEST,
+        Asc::UNSUPPORTED_SEGMENT_DESCRIPTOR_TYPE_CODE,
+    );
+    // Destination index beyond the target list; copy beyond the end.
+    let p = xcopy_list(
+        1,
+        0,
+        std::slice::from_ref(&td),
+        &[xcopy_segment(0, 1, 8, 0, 100)],
+    );
+    check(
+        &xcopy(&run, &p),
+        SenseKey::COPY_ABORTED,
+        Asc::COPY_TARGET_DEVICE_NOT_REACHABLE,
+    );
+    let p = xcopy_list(
+        1,
+        0,
+        std::slice::from_ref(&td),
+        &[xcopy_segment(0, 0, 8, 0, BLOCKS - 1)],
+    );
+    check(&xcopy(&run, &p), SenseKey::COPY_ABORTED, Asc::NO_ADDITIONAL);
+    let r = receive_copy_results(&run, 0, 1);
+    assert_eq!(r.data_in[4], 0x02, "held: completed with errors");
+    // An LU that is not ours.
+    let mut other = td.clone();
+    other[15] ^= 0xff;
+    let p = xcopy_list(1, 0, &[other], &[seg]);
+    check(
+        &xcopy(&run, &p),
+        SenseKey::COPY_ABORTED,
+        Asc::COPY_TARGET_DEVICE_NOT_REACHABLE,
+    );
+}
