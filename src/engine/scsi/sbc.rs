@@ -348,8 +348,10 @@ pub(crate) fn write_same(x: &mut Exec<'_>) -> Outcome {
         return Ok(Done::good());
     }
     let _io = shared(x);
-    if unmap && block.iter().all(|&b| b == 0) {
-        // Deallocated blocks read back as zeros (LBPRZ), the data asked for.
+    if unmap {
+        // An unmap request (SBC-3 §4.7.3.4): the blocks are deallocated and read back
+        // as zeros (LBPRZ), whatever the Data-Out held, as LIO does and libiscsi's
+        // WriteSame10.UnmapUntilEnd expects.
         x.lu.store()
             .deallocate(lba * bs, count * bs)
             .map_err(|e| write_error(lba, e))?;
@@ -567,6 +569,17 @@ fn provisioning_enabled(lu: &LogicalUnit) -> bool {
     lu.store().thin()
 }
 
+/// The backing store works in 4 KiB units (file system blocks, pages): smaller
+/// logical blocks are reported as parts of a 4 KiB physical block ("512e"), so that
+/// initiators align their I/O to it.
+const PHYSICAL_BLOCK_BYTES: u32 = 4096;
+
+/// LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT.
+pub(crate) fn physical_exponent(lu: &LogicalUnit) -> u8 {
+    let per = (PHYSICAL_BLOCK_BYTES / lu.block_size()).max(1);
+    per.trailing_zeros() as u8
+}
+
 /// READ CAPACITY(16) (SBC-3 §5.16).
 pub(crate) fn read_capacity_16(x: &mut Exec<'_>) -> Outcome {
     let alloc = x.cdb.be32(10) as usize;
@@ -578,7 +591,8 @@ pub(crate) fn read_capacity_16(x: &mut Exec<'_>) -> Outcome {
     d.put64(x.lu.num_blocks().saturating_sub(1));
     d.put32(x.lu.block_size());
     d.push(0); // P_TYPE / PROT_EN = 0: no protection information
-    d.push(0); // P_I_EXPONENT 0, LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT 0
+               // P_I_EXPONENT 0; LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT.
+    d.push(physical_exponent(x.lu));
     let lbp = if provisioning_enabled(x.lu) { 0xc0 } else { 0 }; // LBPME | LBPRZ
     d.push(lbp);
     d.push(0);

@@ -75,8 +75,14 @@ fn standard_inquiry(peripheral: u8, tpgs: bool) -> Vec<u8> {
     d[7] = 0x02; // CMDQUE
     d[8..16].copy_from_slice(VENDOR);
     d[16..32].copy_from_slice(PRODUCT);
+    // PRODUCT REVISION LEVEL: "<major>.<minor>" of the crate, space padded.
     let mut rev = [b' '; 4];
-    for (dst, src) in rev.iter_mut().zip(env!("CARGO_PKG_VERSION").bytes()) {
+    let version = format!(
+        "{}.{}",
+        env!("CARGO_PKG_VERSION_MAJOR"),
+        env!("CARGO_PKG_VERSION_MINOR")
+    );
+    for (dst, src) in rev.iter_mut().zip(version.bytes()) {
         *dst = src;
     }
     d[32..36].copy_from_slice(&rev);
