@@ -33,7 +33,7 @@ fn open(path: &Path, readonly: bool, dsync: bool) -> io::Result<File> {
     let mut opts = OpenOptions::new();
     opts.read(true).write(!readonly);
     if dsync {
-        opts.custom_flags(libc::O_DSYNC);
+        opts.custom_flags(platform::DSYNC);
     }
     opts.open(path)
 }

@@ -22,6 +22,29 @@ fn off(v: u64) -> io::Result<libc::off_t> {
     libc::off_t::try_from(v).map_err(|_| io::Error::from_raw_os_error(libc::EOVERFLOW))
 }
 
+/// Open flag for a descriptor whose writes are durable when they return (data and the
+/// metadata needed to read it back): `O_DSYNC`, or `O_SYNC` where there is none.
+#[cfg(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd",
+    target_os = "macos",
+    target_os = "ios",
+    target_os = "netbsd",
+    target_os = "openbsd"
+))]
+pub(super) const DSYNC: libc::c_int = libc::O_DSYNC;
+#[cfg(not(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd",
+    target_os = "macos",
+    target_os = "ios",
+    target_os = "netbsd",
+    target_os = "openbsd"
+)))]
+pub(super) const DSYNC: libc::c_int = libc::O_SYNC;
+
 /// Deallocate `[offset, offset+len)` keeping the file size; afterwards it reads zeros.
 #[cfg(target_os = "linux")]
 pub(super) fn punch_hole(file: &File, offset: u64, len: u64) -> io::Result<()> {
@@ -51,7 +74,13 @@ pub(super) fn punch_hole(file: &File, offset: u64, len: u64) -> io::Result<()> {
     };
     // SAFETY: F_PUNCHHOLE reads one fpunchhole_t through the pointer, which outlives
     // the call; the descriptor is owned by `file`.
-    let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_PUNCHHOLE, &arg) };
+    let rc = unsafe {
+        libc::fcntl(
+            file.as_raw_fd(),
+            libc::F_PUNCHHOLE,
+            &arg as *const libc::fpunchhole_t,
+        )
+    };
     if rc == -1 {
         Err(io::Error::last_os_error())
     } else {
