@@ -17,13 +17,16 @@
 
 #[path = "conformance/cu.rs"]
 mod cu;
+#[path = "conformance/engine.rs"]
+mod engine;
+
+use engine::{start_engine, work_dir};
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::Read;
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -84,44 +87,6 @@ fn expected() -> Expected {
 
 // ---- the engine under test ---------------------------------------------------------
 
-/// `isctl serve`, killed when dropped.
-struct Engine {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Drop for Engine {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Engine {
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
-    }
-}
-
-fn work_dir() -> tempfile::TempDir {
-    // tmpfs keeps a 512 MiB LUN's writes off the disk and makes the run faster.
-    let shm = Path::new("/dev/shm");
-    if shm.is_dir() {
-        if let Ok(d) = tempfile::Builder::new()
-            .prefix("isctl-conformance-")
-            .tempdir_in(shm)
-        {
-            return d;
-        }
-    }
-    tempfile::Builder::new()
-        .prefix("isctl-conformance-")
-        .tempdir()
-        .expect("create a temporary directory")
-}
-
 fn write_model(dir: &Path) -> PathBuf {
     let model = format!(
         r#"# Written by tests/conformance.rs.
@@ -163,44 +128,6 @@ portal = "conformance"
     let path = dir.join("model.toml");
     std::fs::write(&path, model).expect("write the model");
     path
-}
-
-fn start_engine(dir: &Path, model: &Path) -> Engine {
-    if TcpStream::connect(("127.0.0.1", PORT)).is_ok() {
-        panic!("port {PORT} is already in use: stop whatever listens there and rerun");
-    }
-    let log = dir.join("serve.log");
-    let log_file = std::fs::File::create(&log).expect("create serve.log");
-    let child = Command::new(env!("CARGO_BIN_EXE_isctl"))
-        .arg("--socket")
-        .arg(dir.join("engine.sock"))
-        .arg("serve")
-        .arg(model)
-        .stdin(Stdio::null())
-        .stdout(log_file.try_clone().expect("clone log handle"))
-        .stderr(log_file)
-        .spawn()
-        .expect("start isctl serve");
-    let mut engine = Engine { child, log };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(Some(status)) = engine.child.try_wait() {
-            panic!(
-                "isctl serve exited ({status}) before listening:\n{}",
-                engine.log_tail()
-            );
-        }
-        if TcpStream::connect(("127.0.0.1", PORT)).is_ok() {
-            return engine;
-        }
-        if Instant::now() > deadline {
-            panic!(
-                "isctl serve did not listen on port {PORT} within 30 s:\n{}",
-                engine.log_tail()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 // ---- running iscsi-test-cu -----------------------------------------------------------
@@ -269,7 +196,7 @@ fn iscsi_test_cu_against_engine() {
     let expected = expected();
     let dir = work_dir();
     let model = write_model(dir.path());
-    let engine = start_engine(dir.path(), &model);
+    let engine = start_engine(dir.path(), &model, PORT);
 
     let base = ["-V".to_string(), "--dataloss".to_string(), "-t".to_string()];
     // MultipathIO on its own, fresh LUN: its COMPARE AND WRITE test reads one block
