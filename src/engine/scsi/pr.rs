@@ -161,10 +161,10 @@ pub(crate) fn persistent_reserve_in(x: &mut Exec<'_>) -> Outcome {
             }
         }
         0x02 => {
-            // REPORT CAPABILITIES: length 8; CRH = 1 (RESERVE/RELEASE conflict with
-            // persistent reservations), ATP_C = 0, SIP_C = 0, PTPL_C = 1.
+            // REPORT CAPABILITIES: length 8; CRH = 0 (RESERVE/RELEASE conflict while
+            // persistent reservations are in use), ATP_C = 0, SIP_C = 0, PTPL_C = 1.
             d.put16(8);
-            d.push(0x10 | 0x01);
+            d.push(0x01);
             // TMV = 1, ALLOW COMMANDS 001b, PTPL_A.
             d.push(0x80 | 0x10 | u8::from(pr.aptpl));
             // Type mask: WR_EX_AR, EX_AC_RO, WR_EX_RO, EX_AC, WR_EX; EX_AC_AR.

@@ -237,7 +237,8 @@ pub(crate) fn reserve(x: &mut Exec<'_>) -> Outcome {
         return Err(Sense::invalid_cdb(1, Some(0)).into());
     }
     let mut s = x.state.lock();
-    // SPC-4 §5.13.3: with persistent reservations in use, RESERVE conflicts.
+    // SPC-4 §5.13.3 with CRH = 0: with persistent reservations in use (a registration
+    // or a reservation), RESERVE conflicts.
     if s.pr.reservation.is_some() || !s.pr.registrations.is_empty() {
         return Err(Fail::Conflict);
     }
@@ -257,7 +258,9 @@ pub(crate) fn release(x: &mut Exec<'_>) -> Outcome {
         return Err(Sense::invalid_cdb(1, Some(4)).into());
     }
     let mut s = x.state.lock();
-    if s.pr.reservation.is_some() {
+    // SPC-4 §5.13.3 with CRH = 0: RELEASE conflicts while persistent reservations
+    // are in use, like RESERVE.
+    if s.pr.reservation.is_some() || !s.pr.registrations.is_empty() {
         return Err(Fail::Conflict);
     }
     if s.reserve2.as_ref() == Some(x.it) {

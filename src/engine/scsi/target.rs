@@ -247,7 +247,14 @@ fn admit(cmd: &Command<'_>, it: &ItNexus, lu: &LogicalUnit, s: &super::state::Lu
         ));
     }
     if let Some(holder) = &s.reserve2 {
-        if holder != it && !spec.spc2_allowed {
+        // SPC-3 §5.6.1: while an SPC-2 reservation is held, PERSISTENT RESERVE IN/OUT
+        // conflict whoever sends them; other commands from non-holders conflict unless
+        // SPC-2 allows them.
+        let persistent = matches!(
+            spec.opcode,
+            op::PERSISTENT_RESERVE_IN | op::PERSISTENT_RESERVE_OUT
+        );
+        if persistent || (holder != it && !spec.spc2_allowed) {
             return Err((flow, Fail::Conflict));
         }
     }

@@ -1142,6 +1142,31 @@ fn reserve6_conflicts_and_is_released_on_nexus_loss() {
 }
 
 #[test]
+fn reserve6_conflicts_with_persistent_registrations() {
+    let t = target();
+    let a = Run::as_nexus(&t, 1);
+    good(&prout(&a, 6, 0, 0, 7));
+    assert_eq!(
+        a.none(&[0x16, 0, 0, 0, 0, 0]).status,
+        Status::RESERVATION_CONFLICT
+    );
+    assert_eq!(
+        a.none(&[0x17, 0, 0, 0, 0, 0]).status,
+        Status::RESERVATION_CONFLICT
+    );
+    good(&prout(&a, 0, 0, 7, 0));
+    good(&a.none(&[0x16, 0, 0, 0, 0, 0]));
+    // While an SPC-2 reservation is held, PERSISTENT RESERVE IN and OUT conflict
+    // for every nexus, the holder included.
+    assert_eq!(prout(&a, 6, 0, 0, 7).status, Status::RESERVATION_CONFLICT);
+    let r = a.read(&[0x5e, 0, 0, 0, 0, 0, 0, 0x40, 0, 0], 0x4000);
+    assert_eq!(r.status, Status::RESERVATION_CONFLICT);
+    good(&a.none(&[0x17, 0, 0, 0, 0, 0]));
+    good(&prout(&a, 6, 0, 0, 7));
+    good(&prout(&a, 0, 0, 7, 0));
+}
+
+#[test]
 fn target_reset_releases_reserve6() {
     let t = target();
     let a = Run::as_nexus(&t, 1);
@@ -1317,6 +1342,7 @@ fn pr_report_capabilities_and_full_status() {
     let a = Run::new(&t);
     let d = prin(&a, 2);
     assert_eq!(&d[0..2], &[0, 8]);
+    assert_eq!(d[2], 0x01, "CRH = 0, PTPL_C = 1");
     assert_eq!(d[4] & 0xea, 0xea);
     assert_eq!(d[5] & 0x01, 0x01);
     good(&prout(&a, 6, 0, 0, 5));
