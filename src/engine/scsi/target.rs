@@ -56,11 +56,25 @@ impl ScsiTarget {
     /// gets REPORTED LUNS DATA HAS CHANGED on each LU of the new map.
     pub fn set_luns(&self, luns: BTreeMap<u64, Arc<LogicalUnit>>) {
         let view = Arc::new(TargetView { luns });
-        {
+        let old = {
             let mut w = self.view.write().unwrap_or_else(|p| p.into_inner());
-            *w = view.clone();
-        }
+            std::mem::replace(&mut *w, view.clone())
+        };
         let nexuses: Vec<ItNexus> = self.lock_nexuses().iter().cloned().collect();
+        // An LU this target no longer maps: its I_T_L nexuses through this target are
+        // gone (their SPC-2 reservations and unit attentions with them); the LU may
+        // live on behind other targets.
+        for lu in old.luns.values() {
+            if view.luns.values().any(|l| Arc::ptr_eq(l, lu)) {
+                continue;
+            }
+            if let Some(state) = lu_state(lu) {
+                let mut s = state.lock();
+                for it in &nexuses {
+                    s.nexus_lost(it);
+                }
+            }
+        }
         for lu in view.luns.values() {
             if let Some(state) = lu_state(lu) {
                 let mut s = state.lock();

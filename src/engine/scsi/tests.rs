@@ -571,6 +571,26 @@ fn lun_reset_raises_unit_attention_on_every_nexus() {
 }
 
 #[test]
+fn unmapping_an_lu_drops_this_targets_nexus_state_on_it() {
+    let shared = ram_lu(false);
+    let t = target_with(shared.clone());
+    let a = Run::new(&t);
+    good(&a.none(&[0x16, 0, 0, 0, 0, 0]));
+    // The LU is also reachable through a second target.
+    let mut m = BTreeMap::new();
+    m.insert(0, shared);
+    let t2 = ScsiTarget::new(m);
+    let mut b = Run::new(&t2);
+    b.nx.target_name = "iqn.2000-01.org.test:other".into();
+    assert_eq!(
+        b.none(&[0x16, 0, 0, 0, 0, 0]).status,
+        Status::RESERVATION_CONFLICT
+    );
+    t.set_luns(BTreeMap::new());
+    good(&b.none(&[0x16, 0, 0, 0, 0, 0]));
+}
+
+#[test]
 fn set_luns_reports_luns_data_changed() {
     let t = target();
     let a = Run::new(&t);
