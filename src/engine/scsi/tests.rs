@@ -1708,3 +1708,94 @@ fn rejects_bad_extended_copy_lists() {
         Asc::COPY_TARGET_DEVICE_NOT_REACHABLE,
     );
 }
+
+// ---- I/O errors ------------------------------------------------------------------
+
+/// A store whose reads or writes fail, to check the MEDIUM ERROR sense.
+#[derive(Debug)]
+struct Failing {
+    reads: bool,
+    writes: bool,
+}
+
+impl crate::engine::lu::BlockStore for Failing {
+    fn len(&self) -> u64 {
+        BLOCKS * u64::from(BS)
+    }
+    fn read_at(&self, buf: &mut [u8], _offset: u64) -> std::io::Result<()> {
+        if self.reads {
+            return Err(std::io::Error::other("injected read error"));
+        }
+        buf.fill(0);
+        Ok(())
+    }
+    fn write_at(&self, _buf: &[u8], _offset: u64, _durable: bool) -> std::io::Result<()> {
+        if self.writes {
+            return Err(std::io::Error::other("injected write error"));
+        }
+        Ok(())
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        if self.writes {
+            return Err(std::io::Error::other("injected flush error"));
+        }
+        Ok(())
+    }
+    fn deallocate(&self, _offset: u64, _len: u64) -> std::io::Result<()> {
+        if self.writes {
+            return Err(std::io::Error::other("injected unmap error"));
+        }
+        Ok(())
+    }
+    fn allocation(&self, offset: u64) -> std::io::Result<crate::engine::lu::AllocationRun> {
+        Ok(crate::engine::lu::AllocationRun {
+            status: crate::engine::lu::Allocation::Mapped,
+            len: self.len() - offset,
+        })
+    }
+    fn thin(&self) -> bool {
+        true
+    }
+}
+
+fn failing_target(reads: bool, writes: bool) -> ScsiTarget {
+    target_with(Arc::new(LogicalUnit::new(
+        LuIdentity {
+            name: "bad".into(),
+            block_size: BS,
+            readonly: false,
+            serial: "bad".into(),
+            naa: vec![0x60; 8],
+            rotation_rate: 0,
+        },
+        BackingKind::File,
+        Box::new(Failing { reads, writes }),
+    )))
+}
+
+#[test]
+fn io_errors_are_medium_errors_with_the_lba() {
+    let t = failing_target(true, false);
+    let run = Run::new(&t);
+    let r = run.read(&cdb10(0x28, 0, 77, 1), 512);
+    check(&r, SenseKey::MEDIUM_ERROR, Asc::UNRECOVERED_READ_ERROR);
+    assert_eq!(r.sense[0], 0xf0, "INFORMATION valid");
+    assert_eq!(&r.sense[3..7], &77u32.to_be_bytes());
+    assert!(r.data_in.is_empty());
+    let t = failing_target(false, true);
+    let run = Run::new(&t);
+    let r = run.write(&cdb10(0x2a, 0x08, 5, 1), &[1; 512]);
+    check(&r, SenseKey::MEDIUM_ERROR, Asc::WRITE_ERROR);
+    assert_eq!(&r.sense[3..7], &5u32.to_be_bytes());
+    check(
+        &run.none(&cdb10(0x35, 0, 0, 0)),
+        SenseKey::MEDIUM_ERROR,
+        Asc::WRITE_ERROR,
+    );
+    let list = unmap_list(&[(0, 8)]);
+    check(
+        &run.write(&unmap_cdb(list.len()), &list),
+        SenseKey::MEDIUM_ERROR,
+        Asc::WRITE_ERROR,
+    );
+}
