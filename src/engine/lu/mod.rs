@@ -355,6 +355,7 @@ mod tests {
             comment: String::new(),
             enabled: true,
             shared: false,
+            write_back: false,
             origin: Origin::default(),
         }
     }
