@@ -145,6 +145,7 @@ pub struct LogicalUnit {
     block_size: u32,
     num_blocks: u64,
     readonly: bool,
+    write_back: bool,
     serial: String,
     naa: Vec<u8>,
     rotation_rate: u16,
@@ -160,6 +161,7 @@ impl fmt::Debug for LogicalUnit {
             .field("block_size", &self.block_size)
             .field("num_blocks", &self.num_blocks)
             .field("readonly", &self.readonly)
+            .field("write_back", &self.write_back)
             .field("serial", &self.serial)
             .finish_non_exhaustive()
     }
@@ -173,6 +175,10 @@ pub struct LuIdentity {
     /// Logical block size in bytes.
     pub block_size: u32,
     pub readonly: bool,
+    /// Write-back caching (the model's `write_back`): writes may sit in the host's page
+    /// cache until SYNCHRONIZE CACHE or FUA. `false`: each write is durable before it
+    /// completes. Initiators see it as the caching mode page's WCE.
+    pub write_back: bool,
     /// T10 unit serial number (VPD 0x80).
     pub serial: String,
     /// NAA designator bytes (8 or 16), VPD 0x83.
@@ -193,6 +199,7 @@ impl LogicalUnit {
             block_size: identity.block_size,
             num_blocks,
             readonly: identity.readonly,
+            write_back: identity.write_back,
             serial: identity.serial,
             naa: identity.naa,
             rotation_rate: identity.rotation_rate,
@@ -218,6 +225,10 @@ impl LogicalUnit {
     }
     pub fn readonly(&self) -> bool {
         self.readonly
+    }
+    /// The write cache setting the LU starts with (the model's `write_back`).
+    pub fn write_back(&self) -> bool {
+        self.write_back
     }
     pub fn serial(&self) -> &str {
         &self.serial
@@ -284,6 +295,7 @@ pub fn open_extent(extent: &Extent) -> Result<Arc<LogicalUnit>, LuError> {
         name,
         block_size: extent.blocksize,
         readonly: extent.readonly,
+        write_back: extent.write_back,
         serial: extent.serial.clone(),
         naa,
         rotation_rate: match extent.rpm {

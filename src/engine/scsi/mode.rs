@@ -13,24 +13,16 @@ use super::sense::{Asc, Sense};
 use crate::engine::lu::LogicalUnit;
 
 /// The LU's current mode parameters.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Defaults: WCE from the LU, D_SENSE = 0, SWP = 0.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct ModeParams {
-    /// Caching page WCE.
-    pub wce: bool,
+    /// Caching page WCE as set by MODE SELECT; `None`: the LU's own setting (the
+    /// model's `write_back`).
+    pub wce: Option<bool>,
     /// Control page D_SENSE.
     pub d_sense: bool,
     /// Control page SWP.
     pub swp: bool,
-}
-
-impl Default for ModeParams {
-    fn default() -> Self {
-        ModeParams {
-            wce: true,
-            d_sense: false,
-            swp: false,
-        }
-    }
 }
 
 const PAGE_RW_ERROR_RECOVERY: u8 = 0x01;
@@ -39,6 +31,13 @@ const PAGE_CONTROL: u8 = 0x0a;
 const ALL_PAGES: u8 = 0x3f;
 const PAGES: &[u8] = &[PAGE_RW_ERROR_RECOVERY, PAGE_CACHING, PAGE_CONTROL];
 
+impl ModeParams {
+    /// Whether writes may be cached (WCE) on `lu`.
+    pub fn write_cache(&self, lu: &LogicalUnit) -> bool {
+        self.wce.unwrap_or(lu.write_back())
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Values {
     Current,
@@ -46,12 +45,14 @@ enum Values {
     Default,
 }
 
-/// A page's bytes (page code and length included).
-fn page(code: u8, p: &ModeParams, which: Values) -> Vec<u8> {
+/// A page's bytes (page code and length included). `default_wce` is the LU's own
+/// write cache setting.
+fn page(code: u8, p: &ModeParams, which: Values, default_wce: bool) -> Vec<u8> {
     let current = which == Values::Current;
     let changeable = which == Values::Changeable;
     let defaults = ModeParams::default();
     let p = if current { p } else { &defaults };
+    let wce = p.wce.unwrap_or(default_wce);
     match code {
         PAGE_RW_ERROR_RECOVERY => {
             let mut d = vec![0u8; 12];
@@ -63,7 +64,7 @@ fn page(code: u8, p: &ModeParams, which: Values) -> Vec<u8> {
             let mut d = vec![0u8; 20];
             d[0] = PAGE_CACHING;
             d[1] = 0x12;
-            if changeable || p.wce {
+            if changeable || wce {
                 d[2] = 0x04; // WCE
             }
             d
@@ -124,7 +125,7 @@ pub(crate) fn mode_sense(x: &mut Exec<'_>) -> Outcome {
     let params = x.state.lock().mode.clone();
     let mut body = Vec::new();
     for c in codes {
-        body.extend_from_slice(&page(c, &params, which));
+        body.extend_from_slice(&page(c, &params, which, x.lu.write_back()));
     }
     let descriptor = if dbd {
         Vec::new()
@@ -238,8 +239,8 @@ pub(crate) fn mode_select(x: &mut Exec<'_>) -> Outcome {
             // Sub-page format or a page we do not have.
             return Err(Sense::invalid_param(at as u16, Some(5)).into());
         }
-        let ours = page(code, &current, Values::Current);
-        let mask = page(code, &current, Values::Changeable);
+        let ours = page(code, &current, Values::Current, x.lu.write_back());
+        let mask = page(code, &current, Values::Changeable, x.lu.write_back());
         let len = usize::from(p.u8(at + 1)) + 2;
         if len != ours.len() {
             return Err(Sense::invalid_param((at + 1) as u16, None).into());
@@ -254,7 +255,7 @@ pub(crate) fn mode_select(x: &mut Exec<'_>) -> Outcome {
             }
         }
         match code {
-            PAGE_CACHING => next.wce = new[2] & 0x04 != 0,
+            PAGE_CACHING => next.wce = Some(new[2] & 0x04 != 0),
             PAGE_CONTROL => {
                 next.d_sense = new[2] & 0x04 != 0;
                 next.swp = new[4] & 0x08 != 0;
@@ -281,7 +282,7 @@ mod tests {
         let p = ModeParams::default();
         for &c in PAGES {
             for w in [Values::Current, Values::Changeable, Values::Default] {
-                let b = page(c, &p, w);
+                let b = page(c, &p, w, true);
                 assert_eq!(b[0], c);
                 assert_eq!(usize::from(b[1]) + 2, b.len());
             }
@@ -291,15 +292,24 @@ mod tests {
     #[test]
     fn current_values_follow_params() {
         let p = ModeParams {
-            wce: false,
+            wce: Some(false),
             d_sense: true,
             swp: true,
         };
-        assert_eq!(page(PAGE_CACHING, &p, Values::Current)[2] & 0x04, 0);
-        let ctl = page(PAGE_CONTROL, &p, Values::Current);
+        assert_eq!(page(PAGE_CACHING, &p, Values::Current, true)[2] & 0x04, 0);
+        let ctl = page(PAGE_CONTROL, &p, Values::Current, true);
         assert_eq!(ctl[2] & 0x04, 0x04);
         assert_eq!(ctl[4] & 0x08, 0x08);
-        // Defaults ignore the current values.
-        assert_eq!(page(PAGE_CACHING, &p, Values::Default)[2] & 0x04, 0x04);
+        // Defaults ignore the current values and follow the LU's setting.
+        assert_eq!(
+            page(PAGE_CACHING, &p, Values::Default, true)[2] & 0x04,
+            0x04
+        );
+        assert_eq!(page(PAGE_CACHING, &p, Values::Default, false)[2] & 0x04, 0);
+        let unset = ModeParams::default();
+        assert_eq!(
+            page(PAGE_CACHING, &unset, Values::Current, false)[2] & 0x04,
+            0
+        );
     }
 }

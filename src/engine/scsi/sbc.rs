@@ -125,7 +125,7 @@ fn exclusive<'a>(x: &Exec<'a>) -> RwLockWriteGuard<'a, ()> {
 /// Writes must reach stable storage before GOOD when FUA is set or the write cache is
 /// disabled (caching mode page WCE = 0).
 fn durable(x: &Exec<'_>, fua: bool) -> bool {
-    fua || !x.state.lock().mode.wce
+    fua || !x.state.lock().mode.write_cache(x.lu)
 }
 
 fn read_blocks(x: &Exec<'_>, lba: u64, bytes: usize) -> Result<Vec<u8>, Sense> {

@@ -18,6 +18,7 @@ fn ram_lu(readonly: bool) -> Arc<LogicalUnit> {
             name: "lun0".into(),
             block_size: BS,
             readonly,
+            write_back: true,
             serial: "0123456789abcdef".into(),
             naa: vec![0x60, 0x01, 0x40, 0x50, 0x12, 0x34, 0x56, 0x78],
             rotation_rate: 1,
@@ -424,6 +425,7 @@ fn rejects_transfer_beyond_maximum() {
                 name: "big".into(),
                 block_size: 512,
                 readonly: false,
+                write_back: true,
                 serial: "s".into(),
                 naa: vec![0x60; 8],
                 rotation_rate: 0,
@@ -772,6 +774,31 @@ fn rejects_mode_select_of_unchangeable_field_and_bad_lengths() {
         SenseKey::ILLEGAL_REQUEST,
         Asc::PARAMETER_LIST_LENGTH_ERROR,
     );
+}
+
+#[test]
+fn write_back_off_reports_wce_cleared() {
+    let store = RamStore::new(BLOCKS * u64::from(BS)).unwrap();
+    let t = target_with(Arc::new(LogicalUnit::new(
+        LuIdentity {
+            name: "wt".into(),
+            block_size: BS,
+            readonly: false,
+            write_back: false,
+            serial: "wt".into(),
+            naa: vec![0x60; 8],
+            rotation_rate: 0,
+        },
+        BackingKind::Ramdisk,
+        Box::new(store),
+    )));
+    let run = Run::new(&t);
+    let r = mode_sense6(&run, true, 0, 0x08, 255);
+    assert_eq!(r.data_in[4 + 2] & 0x04, 0, "WCE follows write_back = false");
+    let r = mode_sense6(&run, true, 2, 0x08, 255);
+    assert_eq!(r.data_in[4 + 2] & 0x04, 0, "and so does the default value");
+    let r = mode_sense6(&run, true, 1, 0x08, 255);
+    assert_eq!(r.data_in[4 + 2] & 0x04, 0x04, "WCE stays changeable");
 }
 
 #[test]
@@ -1764,6 +1791,7 @@ fn failing_target(reads: bool, writes: bool) -> ScsiTarget {
             name: "bad".into(),
             block_size: BS,
             readonly: false,
+            write_back: true,
             serial: "bad".into(),
             naa: vec![0x60; 8],
             rotation_rate: 0,
