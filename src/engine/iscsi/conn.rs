@@ -899,11 +899,13 @@ impl Conn {
                     target.task_management(nexus, TmfFunction::AbortTask { tag: rtt }, lun);
                     TmfResponse::FunctionComplete
                 } else {
-                    // Completed already (commands run inline) or never received: RFC
-                    // 7143 §11.5.1 says "function complete" when RefCmdSN is a
-                    // CmdSN the session has seen, else "task does not exist".
-                    let seen = session.window().received(b.ref_cmd_sn());
-                    if seen {
+                    // Not in progress. A command that completed already (they run
+                    // inline) has a CmdSN below ExpCmdSN: "task does not exist". A
+                    // RefCmdSN inside the window that never arrived is taken as
+                    // received and the abort succeeds (RFC 7143 §11.5.1).
+                    let ref_sn = b.ref_cmd_sn();
+                    let before_tmf = crate::engine::iscsi::pdu::sn_lt(ref_sn, b.cmd_sn());
+                    if before_tmf && session.window().absorb_missing(ref_sn) {
                         TmfResponse::FunctionComplete
                     } else {
                         TmfResponse::TaskDoesNotExist

@@ -64,10 +64,12 @@ impl CmdWindow {
         }
     }
 
-    /// Is `sn` a CmdSN the session has seen (below ExpCmdSN, within the window)?
-    pub fn received(&self, sn: u32) -> bool {
-        (sn_lt(sn, self.exp_cmd_sn) && sn_le(self.exp_cmd_sn.wrapping_sub(CMD_WINDOW), sn))
-            || self.ahead.contains(&sn)
+    /// ABORT TASK for a task never received (RFC 7143 §11.5.1): a RefCmdSN inside the
+    /// window that has not arrived is considered received (a gap the initiator gave
+    /// up on). True when that happened.
+    pub fn absorb_missing(&mut self, sn: u32) -> bool {
+        let in_window = sn_le(self.exp_cmd_sn, sn) && sn_le(sn, self.max_cmd_sn());
+        in_window && !self.ahead.contains(&sn) && self.check(sn) == CmdSnCheck::Deliver
     }
 }
 
@@ -288,8 +290,10 @@ mod tests {
         assert_eq!(w.check(12), CmdSnCheck::Deliver);
         assert_eq!(w.exp_cmd_sn(), 14);
         assert_eq!(w.check(14 + CMD_WINDOW), CmdSnCheck::Ignore);
-        assert!(w.received(12));
-        assert!(!w.received(14));
+        // A RefCmdSN that never arrived is absorbed once; a completed one is not.
+        assert!(w.absorb_missing(15));
+        assert!(!w.absorb_missing(15));
+        assert!(!w.absorb_missing(12));
     }
 
     #[test]
