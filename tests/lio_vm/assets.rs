@@ -107,7 +107,19 @@ fn prepare() -> Result<Assets> {
 
     let busybox = find_static_busybox()?;
     let kernel = prepare_kernel(&cache)?;
-    let (isctl, vmtool) = build_static_binaries(&cache)?;
+    let (mut isctl, vmtool) = build_static_binaries(&cache)?;
+    // Debugging aid: boot another static isctl build (e.g. a bisected commit's).
+    if let Some(other) = std::env::var_os("LIO_VM_ISCTL").filter(|v| !v.is_empty()) {
+        let other = PathBuf::from(other);
+        if !is_static_elf(&other)? {
+            bail!("LIO_VM_ISCTL={} is not a static binary", other.display());
+        }
+        progress(&format!(
+            "using isctl from LIO_VM_ISCTL={}",
+            other.display()
+        ));
+        isctl = other;
+    }
     let initramfs = pack_initramfs(&cache, &kernel, &busybox, &isctl, &vmtool)?;
     drop(lock);
     Ok(Assets {

@@ -4,7 +4,9 @@
 //! Owns: fetching and caching the kernel and its modules ([`assets`]), building static
 //! isctl + vmtool and packing the initramfs ([`assets`]), the VM process and its command
 //! channel ([`vm`]), host-side initiator tools with timeouts ([`host`]), an iSCSI session
-//! holder written from RFC 7143 ([`holder`]), and configfs tree dumps ([`tree`]).
+//! holder written from RFC 7143 ([`holder`]), configfs tree dumps ([`tree`]), running isctl
+//! in the VM with a kernel-side count of configfs operations ([`isctl`]), and model-derived
+//! expectations of the tree and of what initiators see ([`expect`]).
 //! Does not own: what the tests assert (tests/lio_vm.rs), the VM's /init
 //! (tests/lio-vm/init.sh) or the VM-side helper (tests/lio-vm/vmtool).
 //!
@@ -17,8 +19,10 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod assets;
+pub mod expect;
 pub mod holder;
 pub mod host;
+pub mod isctl;
 pub mod tree;
 pub mod vm;
 

@@ -137,7 +137,29 @@ impl TreeDump {
             .collect()
     }
 
+    /// True for files that show live sessions rather than configuration: an ACL's `info`
+    /// and negotiated `param/*`, a TPG's `dynamic_sessions`. They change when an initiator
+    /// logs in or out, whatever isctl does, so [`TreeDump::diff`] leaves them out.
+    pub fn is_session_state(path: &str) -> bool {
+        let mut parts = path.rsplit('/');
+        let (Some(last), Some(parent)) = (parts.next(), parts.next()) else {
+            return false;
+        };
+        let grandparent = parts.next().unwrap_or_default();
+        let in_acl = |dir: &str| path.contains("/acls/") && !dir.starts_with("lun_");
+        last == "dynamic_sessions"
+            || (last == "info" && path.contains("/acls/") && in_acl(parent))
+            || (parent == "param" && path.contains("/acls/") && in_acl(grandparent))
+    }
+
+    /// Differences in configuration (session state excluded: [`TreeDump::is_session_state`]).
     pub fn diff(&self, after: &TreeDump) -> TreeDiff {
+        let full = self.diff_all(after);
+        full.without(TreeDump::is_session_state)
+    }
+
+    /// Every difference, session state included.
+    pub fn diff_all(&self, after: &TreeDump) -> TreeDiff {
         let mut diff = TreeDiff::default();
         for (path, before) in &self.entries {
             match after.entries.get(path) {

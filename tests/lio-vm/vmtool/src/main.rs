@@ -13,6 +13,9 @@
 //!   syscalls, optionally from several threads.
 //! * `relay LISTEN TARGET`: a TCP relay, to reach a portal bound to the guest's loopback
 //!   through QEMU's port forwarding (which only reaches the guest's NIC address).
+//! * `hold-excl DEV`: open a block device exclusively (O_EXCL) and keep it open, so that
+//!   the kernel refuses any other exclusive claim (an iblock enable gets EBUSY) although
+//!   nothing in configfs shows it: a failure no planner can foresee.
 //! * `time CMD...`: run CMD and print its wall time to stderr.
 //!
 //! Dependency-free on purpose: it is built statically for the VM and must build fast.
@@ -33,6 +36,7 @@ fn main() -> ExitCode {
         Some("ops") => cmd_ops(&args[1..]),
         Some("floor") => cmd_floor(&args[1..]),
         Some("relay") => cmd_relay(&args[1..]),
+        Some("hold-excl") => cmd_hold_excl(&args[1..]),
         Some("time") => return cmd_time(&args[1..]),
         _ => Err(usage()),
     };
@@ -48,7 +52,7 @@ fn main() -> ExitCode {
 fn usage() -> String {
     "usage: vmtool dump ROOT [--stats] | ops --root ROOT < script | \
      floor create|destroy --root ROOT --targets N --jobs J --dir DIR | \
-     relay LISTEN_ADDR TARGET_ADDR | time CMD [ARGS...]"
+     relay LISTEN_ADDR TARGET_ADDR | hold-excl DEV | time CMD [ARGS...]"
         .to_string()
 }
 
@@ -547,6 +551,26 @@ fn cmd_relay(args: &[String]) -> Result<(), String> {
         });
     }
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// hold-excl
+
+fn cmd_hold_excl(args: &[String]) -> Result<(), String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dev = args.first().ok_or_else(usage)?;
+    // O_EXCL on a block device = an exclusive claim for as long as the file stays open.
+    const O_EXCL: i32 = 0o200;
+    let _file = OpenOptions::new()
+        .read(true)
+        .custom_flags(O_EXCL)
+        .open(dev)
+        .map_err(|e| format!("{dev}: {} ({e})", errno_name(&e)))?;
+    println!("holding {dev}");
+    io::stdout().flush().map_err(|e| e.to_string())?;
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(3600));
+    }
 }
 
 // ---------------------------------------------------------------------------------------
