@@ -1045,3 +1045,52 @@ fn cunit_problem(out: &HostOutput, min_asserts: u64) -> Option<String> {
     }
     None
 }
+
+/// The simulator-fidelity transcript: a scripted sequence of raw configfs operations
+/// (tests/lio-vm/fidelity/script.ops: mkdir/rmdir/symlink/unlink/write/read, including the
+/// error cases of lio-configfs.md §5) runs on the real kernel, and its errnos and read-back
+/// values must equal the recorded fixture tests/lio-vm/fidelity/transcript.txt, which a
+/// plain unit test can replay against the simulator. `LIO_VM_BLESS=1` re-records it.
+#[test]
+#[ignore = "needs QEMU + LIO kernel: run via tests/run.sh"]
+fn kernel_matches_recorded_configfs_transcript() {
+    let dir = repo_root().join("tests/lio-vm/fidelity");
+    let script = std::fs::read(dir.join("script.ops")).expect("reading script.ops");
+    let mut vm = Vm::boot("fidelity").unwrap_or_else(|e| panic!("{e:#}"));
+    vm.put_file("script.ops", &script).expect("share");
+    vm.sh(&format!(
+        "mkdir -p /srv/fid && truncate -s 16M /srv/fid/f1.img && \
+         {{ echo \"# kernel $(uname -r)\"; vmtool ops --root {CONFIGFS} < /mnt/host/script.ops; }} \
+         > /mnt/host/transcript.txt"
+    ));
+    let live = String::from_utf8(vm.get_file("transcript.txt").expect("transcript"))
+        .expect("the transcript is ASCII");
+    let fixture = dir.join("transcript.txt");
+    if std::env::var_os("LIO_VM_BLESS").is_some_and(|v| v == "1") {
+        std::fs::write(&fixture, &live).expect("writing the fixture");
+        eprintln!("recorded {}", fixture.display());
+        return;
+    }
+    let recorded = std::fs::read_to_string(&fixture).unwrap_or_else(|e| {
+        panic!(
+            "no fixture {} ({e}): record it with LIO_VM_BLESS=1 after checking it",
+            fixture.display()
+        )
+    });
+    let differences: Vec<String> = recorded
+        .lines()
+        .zip(live.lines())
+        .filter(|(a, b)| a != b)
+        .map(|(a, b)| format!("  recorded: {a}\n  kernel:   {b}"))
+        .collect();
+    assert!(
+        differences.is_empty() && recorded.lines().count() == live.lines().count(),
+        "the kernel's configfs behaviour differs from the recorded transcript \
+         ({} line(s) differ; {} vs {} lines). If the kernel changed, check the simulator \
+         and re-record with LIO_VM_BLESS=1:\n{}",
+        differences.len(),
+        recorded.lines().count(),
+        live.lines().count(),
+        differences.join("\n")
+    );
+}
