@@ -241,7 +241,7 @@ pub fn dump(vm: &mut Vm) -> TreeDump {
     TreeDump::parse(&out.stdout).unwrap_or_else(|e| panic!("parsing the tree dump: {e:#}"))
 }
 
-fn unescape(inner: &str) -> Result<Vec<u8>> {
+pub fn unescape(inner: &str) -> Result<Vec<u8>> {
     let bytes = inner.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
