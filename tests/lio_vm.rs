@@ -223,6 +223,27 @@ fn harness_boots_and_host_initiator_logs_in() {
         dump.link(&format!("iscsi/{iqn}/tpgt_1/lun/lun_0/handlink")),
         Some("core/rd_mcp_0/ram0")
     );
+
+    // A command past its deadline kills the VM; the VM refuses further commands; dropping
+    // it leaves no QEMU process behind.
+    drop(holder);
+    let pid = vm.pid();
+    let err = vm
+        .run_timeout("sleep 30", Duration::from_secs(1))
+        .expect_err("a command past its deadline must fail");
+    assert!(format!("{err:#}").contains("timed out"), "{err:#}");
+    assert!(
+        vm.run("true").is_err(),
+        "a VM that timed out must refuse commands"
+    );
+    let run_dir = vm.run_dir().to_path_buf();
+    drop(vm);
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "QEMU (pid {pid}) is still running after the VM was dropped"
+    );
+    // The timeout was deliberate: its kept logs are of no use.
+    let _ = std::fs::remove_dir_all(run_dir);
 }
 
 /// Test 1: the complete example model applies on a real kernel; the configfs tree is what

@@ -315,6 +315,11 @@ impl Vm {
             .unwrap_or_else(|| panic!("guest port {guest_port} is not forwarded"))
     }
 
+    /// QEMU's process id (to check that it is gone after a drop).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }
