@@ -1067,6 +1067,58 @@ fn cunit_problem(out: &HostOutput, min_asserts: u64) -> Option<String> {
     None
 }
 
+/// Changes LIO cannot make in place: a block size change on an exported backstore (it is
+/// replaced and its LUN re-linked) and a LUN moved to another extent. Unlinking a LUN's
+/// backstore kills its ACL mappings in the kernel (lio-configfs.md §4.2), so the test
+/// checks that the initiator in the ACL still sees both LUNs, with the new block size,
+/// capacity and serial, and that the mappings are alive (`write_protect` readable).
+#[test]
+#[ignore = "needs QEMU + LIO kernel: run via tests/run.sh"]
+fn replaced_backstores_and_relinked_luns_keep_their_mappings() {
+    let before_path = test_model_path("replace-before.toml");
+    let after_path = test_model_path("replace-after.toml");
+    let after_model = load_model(&after_path);
+    let mut vm = boot_for("replace", &load_model(&before_path));
+    put_model(&vm, "before.toml", &before_path);
+    put_model(&vm, "after.toml", &after_path);
+    apply_ok(&mut vm, "before.toml", "");
+
+    let out = isctl(&mut vm, "plan after.toml -o json");
+    assert!(out.success(), "{out}");
+    let json: serde_json::Value = serde_json::from_str(&out.stdout).expect("plan JSON");
+    let replaced = json["changes"].as_array().into_iter().flatten().any(|c| {
+        c["action"] == "replace" && c["address"].as_str().is_some_and(|a| a.contains("\"f\""))
+    });
+    assert!(
+        replaced,
+        "a block size change of an exported backstore must be a replacement\n{out}"
+    );
+
+    let (report, ops, out) = apply_ok(&mut vm, "after.toml", "");
+    assert!(matches!(report, ApplyReport::Applied { .. }), "{out}");
+    eprintln!("replace + relink: {report:?}; kernel saw {ops}");
+    let dump = tree::dump(&mut vm);
+    assert_no_problems(
+        "configfs tree vs replace-after.toml",
+        &expect::check_tree(&dump, &after_model),
+    );
+    let target = format!("{BASENAME}:t");
+    for lun in [0, 1] {
+        let wp = format!("iscsi/{target}/tpgt_1/acls/{HOST1}/lun_{lun}/write_protect");
+        assert_eq!(
+            dump.value(&wp).as_deref(),
+            Some("0\n"),
+            "the ACL mapping of LUN {lun} is dead (write_protect unreadable or empty)"
+        );
+    }
+    assert_no_problems(
+        "the ACL's initiator after the replacement",
+        &expect::check_initiators(&vm, &after_model, &BTreeMap::new()),
+    );
+    let out = isctl(&mut vm, "plan after.toml --detailed-exitcode");
+    assert_eq!(out.status, 0, "nothing left to do\n{out}");
+}
+
 /// The simulator-fidelity transcript: a scripted sequence of raw configfs operations
 /// (tests/lio-vm/fidelity/script.ops: mkdir/rmdir/symlink/unlink/write/read, including the
 /// error cases of lio-configfs.md §5) runs on the real kernel, and its errnos and read-back
