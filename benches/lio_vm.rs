@@ -33,7 +33,7 @@ fn env_usize(name: &str, default: usize) -> usize {
 fn bench_model(targets: usize) -> String {
     let mut m = String::from(
         "[global]\nbasename = \"iqn.2026-11.io.isctl.bench\"\n\n\
-         [portal.main]\nlisten = [\"0.0.0.0:3260\"]\n",
+         [portal.main]\nlisten = [\"[::]:3260\"]\n",
     );
     for i in 0..targets {
         let _ = write!(

@@ -352,10 +352,11 @@ fn write_once(path: &Path, value: &[u8]) -> io::Result<()> {
 
 // ---------------------------------------------------------------------------------------
 // floor: the benchmark's objects by raw syscalls (the lio-configfs.md §9 "full" recipe),
-// per target i (0-based), with names matching tests/lio-vm/bench model generator:
-//   fileio_<i>/bench<i> on DIR/bench<i>.img (1 MiB, created sparse), serial, target
-//   <basename>:bench<i>, tpgt_1, lun_0 → backstore, np 0.0.0.0:3260, ACL <initiator i>
-//   with mapped lun_0 and CHAP userid/password, authentication=1, enable=1.
+// per target i (0-based), the same objects as the benchmark's model (benches/lio_vm.rs)
+// under other names: fileio_<i>/bench<i> on DIR/bench<i>.img (1 MiB, created sparse),
+// serial, target <base>:bench<i>, tpgt_1, lun_0 → backstore, np [::]:3260 (one listener
+// shared by all targets, made concurrently by the writers), ACL <initiator i> with mapped
+// lun_0 and CHAP userid/password, authentication=1, enable=1.
 
 const FLOOR_TARGET_BASE: &str = "iqn.2026-11.io.isctl.floor";
 const FLOOR_INITIATOR_BASE: &str = "iqn.2026-11.io.isctl.floor-client";
@@ -465,7 +466,7 @@ fn floor_create_one(root: &Path, dir: &Path, i: usize, ops: &mut usize) -> Resul
     step(ops, fs::create_dir(&tpg), "mkdir tpgt")?;
     step(ops, fs::create_dir(tpg.join("lun/lun_0")), "mkdir lun")?;
     step(ops, symlink(&so, tpg.join("lun/lun_0/storage")), "lun link")?;
-    step(ops, fs::create_dir(tpg.join("np/0.0.0.0:3260")), "mkdir np")?;
+    step(ops, fs::create_dir(tpg.join("np/[::]:3260")), "mkdir np")?;
     step(
         ops,
         write_once(&tpg.join("attrib/authentication"), b"1"),
@@ -502,7 +503,7 @@ fn floor_destroy_one(root: &Path, i: usize, ops: &mut usize) -> Result<(), Strin
     step(ops, fs::remove_file(acl.join("lun_0/lun")), "unlink mapped")?;
     step(ops, fs::remove_dir(acl.join("lun_0")), "rmdir mapped lun")?;
     step(ops, fs::remove_dir(&acl), "rmdir acl")?;
-    step(ops, fs::remove_dir(tpg.join("np/0.0.0.0:3260")), "rmdir np")?;
+    step(ops, fs::remove_dir(tpg.join("np/[::]:3260")), "rmdir np")?;
     step(
         ops,
         fs::remove_file(tpg.join("lun/lun_0/storage")),
