@@ -20,7 +20,7 @@ fn valid_model_exits_0_with_a_summary() {
     assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
     assert_eq!(
         text(&out.stdout),
-        "config/complete.toml: valid: 2 portals, 1 initiator group, 2 auths, 4 extents, 3 targets, 6 LUNs\n"
+        "config/complete.toml: valid: 2 portals, 1 initiator group, 2 auths, 4 extents, 3 targets, 5 LUNs\n"
     );
     assert_eq!(text(&out.stderr), "");
 }

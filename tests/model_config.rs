@@ -61,7 +61,7 @@ fn complete_example_covers_every_feature() {
         m.targets.len(),
     );
     assert_eq!(counts, (2, 1, 2, 4, 3));
-    assert_eq!(m.targets.values().map(|t| t.luns.len()).sum::<usize>(), 6);
+    assert_eq!(m.targets.values().map(|t| t.luns.len()).sum::<usize>(), 5);
     // Default and explicit tags.
     assert_eq!(m.portals["default"].tag, 1);
     assert_eq!(m.portals["storage-net"].tag, 10);
@@ -111,4 +111,17 @@ fn gitops_directory_merges_its_files() {
         .file
         .ends_with("postgres.toml"));
     assert!(m.portals["default"].origin.file.ends_with("00-common.toml"));
+}
+
+/// The examples meant for the kernel target must be fully expressible on LIO: a
+/// feature LIO cannot honour is a plan-time refusal, and the README tells users to
+/// apply these files.
+#[test]
+fn lio_examples_lower_for_lio_without_limits() {
+    for path in ["config/complete.toml", "config/gitops"] {
+        let m = model::load(Path::new(path)).unwrap().model;
+        if let Err(e) = isctl::state::lower::lower(&m) {
+            panic!("{path} cannot be applied to LIO:\n{e}");
+        }
+    }
 }

@@ -1,2 +1,128 @@
-//! Backends observe live state and carry out plan operations: LIO (configfs) and the
-//! userspace engine.
+//! Backends observe live state and carry out plan operations: LIO (configfs) and,
+//! later, the userspace engine.
+//!
+//! Owns: the [`Backend`] trait (observe → [`Observed`], host facts, the cost of an
+//! op, how a plan is executed), the LIO backend ([`lio`]: every configfs path, the
+//! observer, op execution over a [`lio::ConfigFs`]) and the simulated configfs
+//! ([`sim`]) used by tests and by `ISCTL_SIMULATE`.
+//! Does not: decide what to change (`plan`), order or roll back (`apply`).
+//! In: ops. Out: observations, executed syscalls, errors with errno and path.
+//!
+//! Two execution styles are supported so that a backend never has to pretend:
+//! [`Execution::PerOp`] (LIO: the executor in `apply` runs ops in lanes, journals
+//! them and undoes them) and [`Execution::WholePlan`] (an engine that takes the whole
+//! desired configuration at once over its control socket and is atomic itself).
+
+pub mod lio;
+pub mod sim;
+
+use std::fmt;
+
+use crate::plan::{Op, Plan};
+use crate::state::{HostFacts, Observed, State};
+
+/// How much to read when observing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObserveScope {
+    /// What plans compare (managed attributes, links, sessions): fast.
+    Managed,
+    /// Also every unmanaged attribute that differs from the kernel's default, ALUA
+    /// groups, ...: for `export` and `status`, so that nothing is silently dropped.
+    Full,
+}
+
+/// A backend-level failure (not tied to one op).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackendError {
+    /// The backend cannot be used here.
+    #[error("{reason}; {hint}")]
+    Unavailable { reason: String, hint: String },
+    /// Reading the live state failed.
+    #[error("reading {path}: {message}")]
+    Observe {
+        path: String,
+        message: String,
+        errno: Option<i32>,
+    },
+}
+
+/// One failed op: what, where, and the errno.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpError {
+    /// The op, as the plan prints it.
+    pub op: String,
+    /// The syscall that failed (`mkdir`, `write`, ...), if any.
+    pub syscall: Option<&'static str>,
+    /// The path it failed on.
+    pub path: Option<String>,
+    pub errno: Option<i32>,
+    pub message: String,
+}
+
+/// `EBUSY (16)`.
+pub fn errno_label(errno: i32) -> String {
+    let name = format!("{:?}", nix::errno::Errno::from_raw(errno));
+    format!("{name} ({errno})")
+}
+
+impl fmt::Display for OpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.op)?;
+        if let Some(s) = self.syscall {
+            write!(f, ": {s}")?;
+        }
+        if let Some(p) = &self.path {
+            write!(f, " {p}")?;
+        }
+        if let Some(e) = self.errno {
+            write!(f, ": {}", errno_label(e))?;
+        }
+        if !self.message.is_empty() {
+            write!(f, ": {}", self.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for OpError {}
+
+/// Runs one op at a time (the `apply` executor journals and undoes).
+pub trait OpExecutor: Sync {
+    /// Carry out `op`.
+    fn execute(&self, op: &Op) -> Result<(), OpError>;
+    /// Carry out an undo step: like `execute`, but an object already gone (on
+    /// delete) or already there (on create) is not an error, so that undoing a
+    /// half-done forward step works.
+    fn execute_tolerant(&self, op: &Op) -> Result<(), OpError>;
+}
+
+/// Applies a whole plan at once (a backend that is transactional itself).
+pub trait PlanExecutor: Sync {
+    /// Apply; returns the number of backend operations performed.
+    fn apply_plan(&self, plan: &Plan, desired: &State) -> Result<u64, OpError>;
+}
+
+/// How a backend executes plans.
+pub enum Execution<'a> {
+    PerOp(&'a dyn OpExecutor),
+    WholePlan(&'a dyn PlanExecutor),
+}
+
+/// A place isctl can observe and change.
+pub trait Backend: Sync {
+    /// `lio`, `userspace`.
+    fn name(&self) -> &'static str;
+    /// Where (e.g. the configfs root), for messages.
+    fn location(&self) -> String;
+    /// Read the live state and sessions.
+    fn observe(&self, scope: ObserveScope) -> Result<Observed, BackendError>;
+    /// Facts about the backing files and devices `desired` names.
+    fn host_facts(&self, desired: &State) -> HostFacts;
+    /// How many backend operations (configfs syscalls for LIO) `op` expands to.
+    fn operation_count(&self, op: &Op) -> u64;
+    fn execution(&self) -> Execution<'_>;
+    /// Mutating backend operations performed so far by this process (for the
+    /// apply summary), if the backend counts them.
+    fn operations_performed(&self) -> u64;
+}

@@ -18,4 +18,5 @@
 //! punching, block-device size) sit behind `cfg` with a portable fallback.
 //! The engine never imports `backend` or `cli`.
 
+pub mod lu;
 pub mod scsi;

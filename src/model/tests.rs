@@ -167,6 +167,16 @@ fn shared_extents_may_be_mapped_by_several_targets() {
     assert_eq!(ok(&shared).model.targets.len(), 2);
 }
 
+#[test]
+fn write_back_is_for_file_and_block_extents() {
+    let ram = BASE.replace("size = \"64MiB\"", "size = \"64MiB\"\nwrite_back = true");
+    let e = one_error(&ram);
+    assert!(e.problem.contains("ramdisk"), "{}", e.problem);
+    assert_eq!((e.line, e.column), (11, 14));
+    let off = BASE.replace("size = \"64MiB\"", "size = \"64MiB\"\nwrite_back = false");
+    assert!(!ok(&off).model.extents["lun0"].write_back);
+}
+
 fn write_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     for (name, text) in files {

@@ -153,6 +153,11 @@ pub struct Extent {
     pub enabled: bool,
     /// May be mapped by more than one target.
     pub shared: bool,
+    /// Write-back caching: writes are acknowledged from the host's page cache and reach
+    /// the medium on SYNCHRONIZE CACHE or FUA (initiators see a volatile write cache).
+    /// `false` (the default): every write reaches the medium before it is acknowledged.
+    /// LIO: fileio `fd_buffered_io=1` (targetcli's default). File and block extents.
+    pub write_back: bool,
     pub origin: Origin,
 }
 

@@ -20,5 +20,16 @@ pub fn exit_code_for(err: &anyhow::Error) -> u8 {
     if err.downcast_ref::<crate::model::ModelError>().is_some() {
         return exit::INVALID_MODEL;
     }
+    if err.downcast_ref::<crate::plan::PlanRefused>().is_some()
+        || err.downcast_ref::<crate::state::LowerErrors>().is_some()
+        || err.downcast_ref::<apply::NotApproved>().is_some()
+    {
+        return exit::REFUSED;
+    }
+    if let Some(crate::apply::LockError::Held { .. }) =
+        err.downcast_ref::<crate::apply::LockError>()
+    {
+        return exit::LOCKED;
+    }
     exit::FAILURE
 }

@@ -8,6 +8,30 @@
 //!
 //! The transport calls [`ScsiService::execute`] synchronously (it may block on file
 //! I/O; the transport decides which thread runs it).
+//!
+//! In → out: [`ScsiTarget`] (one per iSCSI target, holding its LUN map) receives a
+//! [`Command`] for a [`Nexus`]; `target.rs` checks the LUN, unit attentions and
+//! reservations, looks the opcode up in the command table (`command.rs`), runs the
+//! handler (`spc.rs` primary commands, `sbc.rs` block commands, `mode.rs` mode pages,
+//! `pr.rs` reservations, `xcopy.rs` EXTENDED COPY) and turns its result or its
+//! [`sense::Sense`] into a [`Response`] with the residual worked out in one place.
+//! Per-LU state (unit attentions, reservations, mode parameters) lives in `state.rs`,
+//! attached to the `lu::LogicalUnit` so that targets sharing an LU share it.
+
+mod cdb;
+mod command;
+mod mode;
+mod pr;
+mod sbc;
+pub mod sense;
+mod spc;
+mod state;
+mod target;
+#[cfg(test)]
+mod tests;
+mod xcopy;
+
+pub use target::ScsiTarget;
 
 use std::fmt;
 

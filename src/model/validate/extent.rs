@@ -221,6 +221,19 @@ pub(crate) fn extent(e: &Entry<'_, '_>, basename: Option<&str>, d: &mut Diags) -
     };
     let enabled = f.bool(d, "enabled").is_none_or(|v| v.v);
     let shared = f.bool(d, "shared").is_some_and(|v| v.v);
+    let write_back = match f.bool(d, "write_back") {
+        Some(v) if v.v && matches!(backing, Some(Backing::Ramdisk { .. })) => {
+            d.error(
+                &v.at,
+                &f.object,
+                "`write_back` has no meaning for a ramdisk: it has no slower medium to write back to",
+                "remove `write_back`",
+            );
+            false
+        }
+        Some(v) => v.v,
+        None => false,
+    };
     f.finish(d);
 
     let valid = d.error_count() == errors_before;
@@ -239,6 +252,7 @@ pub(crate) fn extent(e: &Entry<'_, '_>, basename: Option<&str>, d: &mut Diags) -
                 comment,
                 enabled,
                 shared,
+                write_back,
                 origin: e.at.clone(),
             }),
             _ => None,

@@ -1,0 +1,83 @@
+//! Starting `isctl serve` for tests that talk to it with real initiators.
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// `isctl serve`, killed when dropped.
+pub struct Engine {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Engine {
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+pub fn work_dir() -> tempfile::TempDir {
+    // tmpfs keeps a 512 MiB LUN's writes off the disk and makes the run faster.
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        if let Ok(d) = tempfile::Builder::new()
+            .prefix("isctl-conformance-")
+            .tempdir_in(shm)
+        {
+            return d;
+        }
+    }
+    tempfile::Builder::new()
+        .prefix("isctl-conformance-")
+        .tempdir()
+        .expect("create a temporary directory")
+}
+
+/// Start `isctl serve MODEL` and wait until it accepts connections on `port`.
+pub fn start_engine(dir: &Path, model: &Path, port: u16) -> Engine {
+    if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        panic!("port {port} is already in use: stop whatever listens there and rerun");
+    }
+    let log = dir.join("serve.log");
+    let log_file = std::fs::File::create(&log).expect("create serve.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_isctl"))
+        .arg("--socket")
+        .arg(dir.join("engine.sock"))
+        .arg("serve")
+        .arg(model)
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone().expect("clone log handle"))
+        .stderr(log_file)
+        .spawn()
+        .expect("start isctl serve");
+    let mut engine = Engine { child, log };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(Some(status)) = engine.child.try_wait() {
+            panic!(
+                "isctl serve exited ({status}) before listening:\n{}",
+                engine.log_tail()
+            );
+        }
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return engine;
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "isctl serve did not listen on port {port} within 30 s:\n{}",
+                engine.log_tail()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

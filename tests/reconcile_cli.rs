@@ -1,0 +1,471 @@
+//! The CLI contract the VM tests rely on, exercised on the real binary against a
+//! simulated configfs persisted in a file (`ISCTL_SIMULATE`): exit codes, summary
+//! lines, confirmation, the lock, JSON plans, secrets, export → plan, status,
+//! sessions.
+
+mod reconcile_common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use isctl::backend::sim::Sim;
+use reconcile_common::fixture;
+
+const SECRETS: [&str; 3] = ["initiator2Target", "target2Initiatr", "disc0very-Secret"];
+
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let sim = Sim::new(&Sim::default_root());
+        sim.add_host_dir(Path::new("/srv/iscsi"));
+        sim.add_block_device(Path::new("/dev/ram0"), 512, false);
+        let e = Env { dir };
+        sim.save(&e.sim_file()).unwrap();
+        e
+    }
+    fn sim_file(&self) -> PathBuf {
+        self.dir.path().join("sim.json")
+    }
+    fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+    fn sim(&self) -> Sim {
+        Sim::load(&self.sim_file(), &Sim::default_root()).unwrap()
+    }
+    fn run(&self, args: &[&str]) -> Output {
+        self.run_env(args, &[])
+    }
+    fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_isctl"));
+        c.args(args)
+            .env("ISCTL_SIMULATE", self.sim_file())
+            .env("ISCTL_STATE_DIR", self.state_dir())
+            .env_remove("ISCTL_CONFIGFS_ROOT")
+            .env_remove("ISCTL_BACKEND")
+            .stdin(Stdio::null());
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    }
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+fn model() -> String {
+    fixture("complete.toml").display().to_string()
+}
+
+#[test]
+fn plan_apply_reapply_cycle() {
+    let e = Env::new();
+    let m = model();
+    let o = e.run(&["plan", "--detailed-exitcode", &m]);
+    assert_eq!(code(&o), 2, "{}{}", stdout(&o), stderr(&o));
+    let plan_line = stdout(&o).lines().last().unwrap().to_string();
+    assert!(
+        plan_line.starts_with("Plan: 44 to add, 0 to change, 0 to destroy ("),
+        "{plan_line}"
+    );
+    let n: u64 = plan_line
+        .rsplit('(')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    let o = e.run(&["apply", "--auto-approve", &m]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    let last = stdout(&o).lines().last().unwrap().to_string();
+    assert_eq!(
+        last,
+        format!("Apply complete: 44 added, 0 changed, 0 destroyed; {n} configfs operations.")
+    );
+    assert_eq!(e.sim().mutations(), n);
+
+    let o = e.run(&["plan", "--detailed-exitcode", &m]);
+    assert_eq!(code(&o), 0);
+    assert!(stdout(&o).contains("No changes. The live configuration matches the model."));
+    let o = e.run(&["apply", &m]);
+    assert_eq!(
+        code(&o),
+        0,
+        "a no-op apply needs no confirmation: {}",
+        stderr(&o)
+    );
+    assert!(stdout(&o).contains("No changes."));
+    assert_eq!(e.sim().mutations(), n, "the no-op apply wrote nothing");
+
+    let o = e.run(&["-o", "json", "apply", "--auto-approve", &m]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["status"], "no_changes");
+    assert_eq!(v["configfs_operations"], 0);
+}
+
+#[test]
+fn apply_without_a_terminal_needs_auto_approve() {
+    let e = Env::new();
+    let o = e.run(&["apply", &model()]);
+    assert_eq!(code(&o), 4, "{}", stderr(&o));
+    assert!(stderr(&o).contains("--auto-approve"), "{}", stderr(&o));
+    assert_eq!(e.sim().mutations(), 0);
+}
+
+#[test]
+fn json_plan_has_the_documented_keys_and_no_secrets() {
+    let e = Env::new();
+    let o = e.run(&["-o", "json", "plan", &model()]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let text = stdout(&o);
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    for k in [
+        "changes",
+        "operations",
+        "summary",
+        "unmanaged",
+        "sessions_cut",
+        "refusals",
+    ] {
+        assert!(v.get(k).is_some(), "missing {k}");
+    }
+    let s = &v["summary"];
+    assert_eq!(s["add"], 44);
+    let total: u64 = v["operations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["configfs_operations"].as_u64().unwrap())
+        .sum();
+    assert_eq!(s["configfs_operations"].as_u64().unwrap(), total);
+    let t = e.run(&["plan", &model()]);
+    for secret in SECRETS {
+        assert!(!text.contains(secret), "secret in JSON plan");
+        assert!(!stdout(&t).contains(secret), "secret in text plan");
+        assert!(!stderr(&t).contains(secret));
+    }
+    let a = e.run(&["apply", "--auto-approve", &model()]);
+    for secret in SECRETS {
+        assert!(!stdout(&a).contains(secret) && !stderr(&a).contains(secret));
+    }
+}
+
+#[test]
+fn a_held_lock_fails_fast_with_exit_5() {
+    let e = Env::new();
+    let _held = isctl::apply::acquire_lock(&e.state_dir(), std::time::Duration::ZERO).unwrap();
+    let o = e.run(&["apply", "--auto-approve", &model()]);
+    assert_eq!(code(&o), 5, "{}", stderr(&o));
+    assert!(stderr(&o).contains("--lock-timeout"), "{}", stderr(&o));
+}
+
+#[test]
+fn backend_choice_errors_are_clear() {
+    let e = Env::new();
+    let mut c = Command::new(env!("CARGO_BIN_EXE_isctl"));
+    let o = c
+        .args(["--backend", "userspace", "plan", &model()])
+        .env_remove("ISCTL_SIMULATE")
+        .env("ISCTL_STATE_DIR", e.state_dir())
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 1);
+    assert!(
+        stderr(&o).contains("the userspace backend is not available yet"),
+        "{}",
+        stderr(&o)
+    );
+    let o = Command::new(env!("CARGO_BIN_EXE_isctl"))
+        .args([
+            "--backend",
+            "lio",
+            "--configfs-root",
+            "/nonexistent/target",
+            "plan",
+            &model(),
+        ])
+        .env_remove("ISCTL_SIMULATE")
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 1);
+    assert!(
+        stderr(&o).contains("modprobe target_core_mod"),
+        "{}",
+        stderr(&o)
+    );
+    let o = Command::new(env!("CARGO_BIN_EXE_isctl"))
+        .args(["--configfs-root", "/nonexistent/target", "plan", &model()])
+        .env_remove("ISCTL_SIMULATE")
+        .env_remove("ISCTL_BACKEND")
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 1);
+    assert!(
+        stderr(&o).contains("the userspace backend is not available yet"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn model_errors_exit_3_and_backend_limits_exit_4_with_file_and_line() {
+    let e = Env::new();
+    let bad = e.dir.path().join("bad.toml");
+    std::fs::write(&bad, "[extent.x]\ntype = \"tape\"\n").unwrap();
+    let o = e.run(&["plan", bad.to_str().unwrap()]);
+    assert_eq!(code(&o), 3, "{}", stderr(&o));
+    let limited = e.dir.path().join("limited.toml");
+    std::fs::write(
+        &limited,
+        r#"[portal.p]
+listen = ["[::]:3260"]
+[initiator_group.g]
+initiators = ["iqn.1994-05.com.example:c1"]
+networks = ["192.168.1.0/24"]
+[extent.r]
+type = "ramdisk"
+size = "1MiB"
+[target."iqn.2026-01.com.example:t"]
+luns = { 0 = "r" }
+[[target."iqn.2026-01.com.example:t".group]]
+portal = "p"
+initiator_group = "g"
+"#,
+    )
+    .unwrap();
+    let o = e.run(&["plan", limited.to_str().unwrap()]);
+    assert_eq!(code(&o), 4, "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("limited.toml:3:"), "{err}");
+    assert!(err.contains("192.168.1.0/24"), "{err}");
+}
+
+#[test]
+fn sessions_refuse_then_force() {
+    let e = Env::new();
+    let m = model();
+    assert_eq!(code(&e.run(&["apply", "--auto-approve", &m])), 0);
+    let sim = e.sim();
+    sim.add_session(
+        "iqn.2005-10.org.example.ctl:lab",
+        1,
+        "iqn.1994-05.com.example:dyn1",
+        "10.0.2.2",
+    )
+    .unwrap();
+    sim.add_session(
+        "iqn.2026-01.com.example:archive",
+        10,
+        "iqn.1998-01.com.vmware:esxi-host-1",
+        "10.0.2.3",
+    )
+    .unwrap();
+    sim.save(&e.sim_file()).unwrap();
+
+    let o = e.run(&["sessions"]);
+    assert_eq!(code(&o), 0);
+    assert!(
+        stdout(&o).contains("iqn.1994-05.com.example:dyn1"),
+        "{}",
+        stdout(&o)
+    );
+    let o = e.run(&[
+        "-o",
+        "json",
+        "sessions",
+        "initiator=*esxi*",
+        "--fields",
+        "initiator,tsih,address",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["count"], 1);
+    assert_eq!(v["sessions"][0]["connections"][0]["address"], "10.0.2.3");
+    let o = e.run(&[
+        "sessions",
+        "--order-by",
+        "tsih",
+        "--max-records",
+        "1",
+        "--fields",
+        "initiator",
+    ]);
+    assert_eq!(stdout(&o).lines().count(), 2, "{}", stdout(&o));
+
+    // Remove the archive target from the model.
+    let text = std::fs::read_to_string(fixture("complete.toml")).unwrap();
+    let cut = text
+        .split("[target.\"iqn.2026-01.com.example:archive\"]")
+        .next()
+        .unwrap()
+        .to_string()
+        + &text
+            .split("[target.lab]")
+            .nth(1)
+            .map(|r| format!("[target.lab]{r}"))
+            .unwrap();
+    let m2 = e.dir.path().join("m2.toml");
+    std::fs::write(&m2, cut).unwrap();
+    let m2 = m2.to_str().unwrap();
+    let o = e.run(&["apply", "--auto-approve", m2]);
+    assert_eq!(code(&o), 4, "{}{}", stdout(&o), stderr(&o));
+    let all = stdout(&o) + &stderr(&o);
+    assert!(all.contains("iqn.1998-01.com.vmware:esxi-host-1"), "{all}");
+    assert!(all.contains("TSIH"), "{all}");
+    assert!(all.contains("--force"), "{all}");
+    let o = e.run(&["apply", "--auto-approve", "--force", m2]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(
+        e.sim().sessions().len(),
+        1,
+        "only the archive session was cut"
+    );
+}
+
+#[test]
+fn export_then_plan_reports_no_changes() {
+    let e = Env::new();
+    let m = model();
+    assert_eq!(code(&e.run(&["apply", "--auto-approve", &m])), 0);
+    // Default: secrets referenced through environment variables.
+    let o = e.run(&["export"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let exported = stdout(&o);
+    for secret in SECRETS {
+        assert!(!exported.contains(secret));
+    }
+    assert!(
+        exported.contains("secret_env = \"ISCTL_SECRET_"),
+        "{exported}"
+    );
+    let f = e.dir.path().join("exported.toml");
+    std::fs::write(&f, &exported).unwrap();
+    // A fresh ledger: the exported model is adopted as is.
+    let env: Vec<(String, String)> = [
+        ("ISCTL_SECRET_DISCOVERY", "disc0very-Secret"),
+        ("ISCTL_SECRET_CHAP_1", "initiator2Target"),
+        ("ISCTL_SECRET_CHAP_1_PEER", "target2Initiatr"),
+        ("ISCTL_SECRET_CHAP_2", "initiator2Target"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let env_ref: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let o = e.run_env(
+        &["plan", "--detailed-exitcode", f.to_str().unwrap()],
+        &env_ref,
+    );
+    assert_eq!(code(&o), 0, "{}{}\n{exported}", stdout(&o), stderr(&o));
+
+    // --secrets-dir: 0600 files referenced with secret_file.
+    let sd = e.dir.path().join("secrets");
+    let o = e.run(&["export", "--secrets-dir", sd.to_str().unwrap()]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let f2 = e.dir.path().join("exported2.toml");
+    std::fs::write(&f2, stdout(&o)).unwrap();
+    assert!(stdout(&o).contains("secret_file = "));
+    use std::os::unix::fs::PermissionsExt;
+    let mut n = 0;
+    for entry in std::fs::read_dir(&sd).unwrap() {
+        let meta = entry.unwrap().metadata().unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        n += 1;
+    }
+    assert!(n >= 3);
+    let o = e.run(&["plan", "--detailed-exitcode", f2.to_str().unwrap()]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    let o = e.run(&["-o", "json", "export"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["lossless"], true);
+}
+
+#[test]
+fn status_reports_managed_unmanaged_and_drift() {
+    let e = Env::new();
+    let m = model();
+    assert_eq!(code(&e.run(&["apply", "--auto-approve", &m])), 0);
+    let o = e.run(&["status", &m]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("Drift: none"), "{}", stdout(&o));
+    assert!(stdout(&o).contains("in sync"));
+    // Someone changes an alias and removes a mapping by hand.
+    let sim = e.sim();
+    use isctl::backend::lio::ConfigFs;
+    let root = Sim::default_root();
+    sim.write(
+        &root.join("iscsi/iqn.2005-10.org.example.ctl:lab/tpgt_1/param/TargetAlias"),
+        b"hand edited",
+    )
+    .unwrap();
+    sim.save(&e.sim_file()).unwrap();
+    let o = e.run(&["status"]);
+    assert_eq!(code(&o), 0);
+    assert!(
+        stdout(&o).contains("changed: target \"iqn.2005-10.org.example.ctl:lab\" tpg 1 alias"),
+        "{}",
+        stdout(&o)
+    );
+    let o = e.run(&["status", &m]);
+    assert_eq!(code(&o), 2, "{}", stdout(&o));
+    let o = e.run(&["-o", "json", "status", &m]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["model"]["in_sync"], false);
+    assert_eq!(v["drift"]["changed"][0]["live"], "hand edited");
+}
+
+#[test]
+fn a_failing_apply_reports_the_step_errno_and_rollback() {
+    let e = Env::new();
+    // Someone else's iblock object holds /dev/ram0: the kernel refuses a second
+    // exclusive claim with EBUSY at enable (lio-configfs.md §2.2).
+    let sim = e.sim();
+    use isctl::backend::lio::ConfigFs;
+    let root = Sim::default_root();
+    sim.mkdir(&root.join("core/iblock_7")).unwrap();
+    sim.mkdir(&root.join("core/iblock_7/theirs")).unwrap();
+    sim.write(
+        &root.join("core/iblock_7/theirs/control"),
+        b"udev_path=/dev/ram0",
+    )
+    .unwrap();
+    sim.write(&root.join("core/iblock_7/theirs/enable"), b"1")
+        .unwrap();
+    sim.save(&e.sim_file()).unwrap();
+    let before = e.sim().dump();
+    let o = e.run(&["apply", "--auto-approve", &model()]);
+    assert_eq!(code(&o), 1, "{}{}", stdout(&o), stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("apply failed at step"), "{err}");
+    assert!(
+        err.contains("write core/iblock_0/db/enable: EBUSY (16)"),
+        "{err}"
+    );
+    assert!(err.contains("rollback complete"), "{err}");
+    assert_eq!(e.sim().dump(), before, "configfs is as it was");
+    assert!(
+        !e.state_dir().join("ledger.json").exists() || {
+            let l = std::fs::read_to_string(e.state_dir().join("ledger.json")).unwrap();
+            !l.contains("\"db\"")
+        }
+    );
+    let o = e.run(&["-o", "json", "apply", "--auto-approve", &model()]);
+    assert_eq!(code(&o), 1);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["status"], "failed");
+    assert_eq!(v["error"]["errno"], 16);
+    assert_eq!(v["error"]["errno_name"], "EBUSY (16)");
+    assert_eq!(v["rollback"]["complete"], true);
+}
