@@ -21,6 +21,7 @@ use std::time::Duration;
 use harness::expect::{self, ANY_INITIATOR};
 use harness::holder::{LoginSpec, SessionHolder};
 use harness::isctl::{apply_ok, isctl, isctl_cmd, traced, ApplyReport, STATE_DIR};
+use harness::mirror::{self, SimMirror};
 use harness::tree::{self, TreeDump};
 use harness::{run_host, HostOutput, Vm, VmOptions, CONFIGFS};
 use isctl::model::{Backing, Model};
@@ -90,6 +91,28 @@ fn assert_same_tree(what: &str, before: &TreeDump, after: &TreeDump) {
         diff.is_empty(),
         "{what}: the configfs tree changed:\n{diff}"
     );
+}
+
+/// The simulator, given the same applies as the VM, must end in the same configfs tree as
+/// the kernel (harness::mirror): every difference is a simulator bug.
+fn assert_sim_mirrors_kernel(what: &str, kernel: &TreeDump, mirror: &SimMirror) {
+    let diff = mirror::compare(kernel, &mirror.dump());
+    assert!(
+        diff.is_empty(),
+        "{what}: the simulator's tree differs from the kernel's after the same applies \
+         (fix src/backend/sim to match; `-` only in the kernel, `+` only in the simulator, \
+         `~` kernel => simulator):\n{diff}"
+    );
+}
+
+/// Applies `model` to the mirror as the VM test just did (`apply --auto-approve`), then
+/// requires the same tree as the kernel's `kernel` dump.
+fn mirror_apply(what: &str, mirror: &SimMirror, model: &Model, kernel: &TreeDump) -> u64 {
+    let ops = mirror
+        .apply(model, &Default::default())
+        .unwrap_or_else(|e| panic!("{what}: {e:#}"));
+    assert_sim_mirrors_kernel(what, kernel, mirror);
+    ops
 }
 
 fn inq(initiator: &str, url: &str) -> HostOutput {
@@ -270,6 +293,13 @@ fn complete_example_model_applies_and_initiators_see_it() {
         "configfs tree vs config/complete.toml",
         &expect::check_tree(&dump, &model),
     );
+    let mirror = SimMirror::new(&vm.kernel_version);
+    let sim_ops = mirror_apply("config/complete.toml from empty", &mirror, &model, &dump);
+    assert_eq!(
+        sim_ops,
+        ops.total(),
+        "the simulator took another number of configfs operations than the kernel"
+    );
 
     // Block devices: the initiator must see the device's own size.
     let mut device_sizes = BTreeMap::new();
@@ -329,6 +359,13 @@ fn reapply_plans_nothing_and_writes_nothing() {
     put_model(&vm, "complete.toml", &path);
     apply_ok(&mut vm, "complete.toml", "");
     let before = tree::dump(&mut vm);
+    let mirror = SimMirror::new(&vm.kernel_version);
+    mirror_apply("config/complete.toml", &mirror, &model, &before);
+    assert_eq!(
+        mirror.apply(&model, &Default::default()).ok(),
+        Some(0),
+        "re-applying to the simulator must make no configfs calls"
+    );
 
     let (plan, ops) = traced(
         &mut vm,
@@ -377,10 +414,13 @@ fn chap_mutual_chap_discovery_auth_and_acls_are_enforced() {
     let mut vm = boot_for("auth", &model);
     put_model(&vm, "auth.toml", &path);
     apply_ok(&mut vm, "auth.toml", "");
+    let dump = tree::dump(&mut vm);
     assert_no_problems(
         "configfs tree vs auth.toml",
-        &expect::check_tree(&tree::dump(&mut vm), &model),
+        &expect::check_tree(&dump, &model),
     );
+    let mirror = SimMirror::new(&vm.kernel_version);
+    mirror_apply("auth.toml", &mirror, &model, &dump);
 
     let port = vm.port();
     let oneway = format!("{BASENAME}:oneway");
@@ -491,6 +531,8 @@ fn change_plans_and_applies_exactly_the_edit() {
     put_model(&vm, "after.toml", &after_path);
     apply_ok(&mut vm, "before.toml", "");
     let before = tree::dump(&mut vm);
+    let mirror = SimMirror::new(&vm.kernel_version);
+    mirror_apply("change-before.toml", &mirror, &before_model, &before);
 
     let keep = format!("{BASENAME}:keep");
     let alter = format!("{BASENAME}:alter");
@@ -560,6 +602,12 @@ fn change_plans_and_applies_exactly_the_edit() {
     );
     eprintln!("change applied: {report:?}; kernel saw {ops}");
     let after = tree::dump(&mut vm);
+    let sim_ops = mirror_apply("change-after.toml", &mirror, &after_model, &after);
+    assert_eq!(
+        sim_ops,
+        ops.total(),
+        "configfs operations: simulator vs kernel"
+    );
     assert_no_problems(
         "configfs tree vs change-after.toml",
         &expect::check_tree(&after, &after_model),
@@ -974,10 +1022,13 @@ fn readonly_extents_refuse_writes() {
     let mut vm = boot_for("readonly", &model);
     put_model(&vm, "readonly.toml", &path);
     apply_ok(&mut vm, "readonly.toml", "");
+    let dump = tree::dump(&mut vm);
     assert_no_problems(
         "configfs tree vs readonly.toml",
-        &expect::check_tree(&tree::dump(&mut vm), &model),
+        &expect::check_tree(&dump, &model),
     );
+    let mirror = SimMirror::new(&vm.kernel_version);
+    mirror_apply("readonly.toml", &mirror, &model, &dump);
 
     let port = vm.port();
     let opts = |target: &str, lun: u16, initiator: &str| {
@@ -1078,10 +1129,14 @@ fn replaced_backstores_and_relinked_luns_keep_their_mappings() {
     let before_path = test_model_path("replace-before.toml");
     let after_path = test_model_path("replace-after.toml");
     let after_model = load_model(&after_path);
-    let mut vm = boot_for("replace", &load_model(&before_path));
+    let before_model = load_model(&before_path);
+    let mut vm = boot_for("replace", &before_model);
     put_model(&vm, "before.toml", &before_path);
     put_model(&vm, "after.toml", &after_path);
     apply_ok(&mut vm, "before.toml", "");
+    let mirror = SimMirror::new(&vm.kernel_version);
+    let dump = tree::dump(&mut vm);
+    mirror_apply("replace-before.toml", &mirror, &before_model, &dump);
 
     let out = isctl(&mut vm, "plan after.toml -o json");
     assert!(out.success(), "{out}");
@@ -1098,6 +1153,12 @@ fn replaced_backstores_and_relinked_luns_keep_their_mappings() {
     assert!(matches!(report, ApplyReport::Applied { .. }), "{out}");
     eprintln!("replace + relink: {report:?}; kernel saw {ops}");
     let dump = tree::dump(&mut vm);
+    let sim_ops = mirror_apply("replace-after.toml", &mirror, &after_model, &dump);
+    assert_eq!(
+        sim_ops,
+        ops.total(),
+        "configfs operations: simulator vs kernel"
+    );
     assert_no_problems(
         "configfs tree vs replace-after.toml",
         &expect::check_tree(&dump, &after_model),

@@ -23,6 +23,7 @@ pub mod expect;
 pub mod holder;
 pub mod host;
 pub mod isctl;
+pub mod mirror;
 pub mod transcript;
 pub mod tree;
 pub mod vm;

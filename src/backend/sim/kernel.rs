@@ -40,6 +40,11 @@ pub(super) struct SoState {
     /// Accumulated `control` keys (§2.1 step 2).
     pub control: BTreeMap<String, String>,
     pub enabled: bool,
+    /// The plugin's device id within its HBA (`TCM FILEIO ID`, `TCM RamDisk ID`): the
+    /// HBA's counter of objects ever enabled in it (VM tree check: an object deleted and
+    /// created again in the same HBA gets id 1).
+    #[serde(default)]
+    pub dev_id: u32,
 }
 
 /// A mapped LUN's kernel state: it dies when its TPG LUN loses its backstore link
@@ -96,6 +101,9 @@ pub(super) struct Kernel {
     /// transcript).
     #[serde(default)]
     pub lu_gp_members: Vec<String>,
+    /// HBA directory → how many objects have been enabled in it (the next device id).
+    #[serde(default)]
+    pub hba_dev_ids: BTreeMap<String, u32>,
 }
 
 fn comps(rel: &str) -> Vec<&str> {
@@ -335,6 +343,7 @@ impl Kernel {
             counts: BTreeMap::new(),
             portals: BTreeMap::new(),
             lu_gp_members: Vec::new(),
+            hba_dev_ids: BTreeMap::new(),
         };
         // What target_core_mod shows right after loading (§1, run4 S0).
         k.dir("", false);
@@ -440,6 +449,7 @@ impl Kernel {
             if self.objects.remove(&k).is_some() {
                 self.lu_gp_members.retain(|m| *m != k);
             }
+            self.hba_dev_ids.remove(&k);
             self.mapped.remove(&k);
             self.portals.remove(&k);
         }
@@ -698,6 +708,7 @@ impl Kernel {
                 plugin,
                 control: BTreeMap::new(),
                 enabled: false,
+                dev_id: 0,
             },
         );
         Ok(())
@@ -1070,6 +1081,20 @@ impl Kernel {
                 .iter()
                 .map(|m| format!("{}\n", m.trim_start_matches("core/")))
                 .collect(),
+            // The LUNs exporting the object: "iSCSI/<wwn>/tpgt_<tag>/<lun>\n" each with
+            // its NUL terminator counted in (core_alua_show_tg_pt_gp_members; VM tree
+            // check). The kernel lists them in link order, the simulator by path.
+            ["core", _, so, "alua", "default_tg_pt_gp", "members"] => {
+                let so = format!("{}/{}/{so}", c[0], c[1]);
+                let mut s = String::new();
+                for link in self.backrefs.get(&so).into_iter().flatten() {
+                    if let ["iscsi", t, g, "lun", lun, _] = comps(link).as_slice() {
+                        let tag = parse_tpgt(g).unwrap_or(0);
+                        s.push_str(&format!("iSCSI/{t}/tpgt_{tag}/{lun}\n\0"));
+                    }
+                }
+                s
+            }
             ["core", _, _, "alua_lu_gp"] => {
                 let so = parent_of(rel).0;
                 if self.objects.get(so).is_some_and(|s| s.enabled) {
@@ -1174,7 +1199,8 @@ impl Kernel {
                 };
                 let size = parse_auto(&ctl("fd_dev_size")).unwrap_or(0);
                 s.push_str(&format!(
-                    "        TCM FILEIO ID: 0        File: {}  Size: {size}  Mode: {mode} Async: {}\n",
+                    "        TCM FILEIO ID: {}        File: {}  Size: {size}  Mode: {mode} Async: {}\n",
+                    st.dev_id,
                     ctl("fd_dev_name"),
                     if ctl("fd_async_io") == "1" { 1 } else { 0 }
                 ));
@@ -1208,13 +1234,16 @@ impl Kernel {
                 let nullio = ctl("rd_nullio") == "1";
                 // Pages are held in scatterlist tables of 2048 entries (64 KiB of
                 // 32-byte entries), allocated at enable unless nullio (VM transcript).
+                // rd_build_device_space: pages / 2048 + 1 tables (1024 pages → 1,
+                // 65536 → 33: VM transcript and tree check).
                 let tables = if st.enabled && !nullio {
-                    pages.div_ceil(2048)
+                    pages / 2048 + 1
                 } else {
                     0
                 };
                 s.push_str(&format!(
-                    "        TCM RamDisk ID: 0  RamDisk Makeup: rd_mcp\n        PAGES/PAGE_SIZE: {pages}*4096  SG_table_count: {tables}  nullio: {} dummy: 0\n",
+                    "        TCM RamDisk ID: {}  RamDisk Makeup: rd_mcp\n        PAGES/PAGE_SIZE: {pages}*4096  SG_table_count: {tables}  nullio: {} dummy: 0\n",
+                    st.dev_id,
                     u8::from(nullio)
                 ));
             }
@@ -1564,8 +1593,16 @@ impl Kernel {
             self.set(&a("optimal_sectors"), format!("{hw_max}\n"));
             self.set(&a("is_nonrot"), format!("{}\n", u8::from(nonrot)));
             if unmap {
+                // fileio on a regular file: UNMAP limited to 8k LBAs, granularity 1,
+                // WRITE SAME limited to 4k LBAs (fd_configure_device; VM tree check).
                 self.set(&a("max_unmap_lba_count"), "8192\n");
                 self.set(&a("max_unmap_block_desc_count"), "1\n");
+                self.set(&a("unmap_granularity"), "1\n");
+                self.set(&a("max_write_same_len"), "4096\n");
+            }
+            if st.plugin == "iblock" {
+                // iblock_configure_device: WRITE SAME up to 0xFFFF LBAs (VM tree check).
+                self.set(&a("max_write_same_len"), "65535\n");
             }
             if ctl("fd_buffered_io").as_deref() == Some("1") {
                 // fd_buffered_io=1 forces emulate_write_cache=1 (§2.2).
@@ -1576,8 +1613,15 @@ impl Kernel {
         self.set(&a("hw_max_sectors"), format!("{hw_max}\n"));
         self.set(&a("hw_queue_depth"), "128\n");
         self.set(&format!("{so}/enable"), "1\n");
+        let counter = self
+            .hba_dev_ids
+            .entry(parent_of(so).0.to_string())
+            .or_default();
+        let dev_id = *counter;
+        *counter += 1;
         if let Some(s) = self.objects.get_mut(so) {
             s.enabled = true;
+            s.dev_id = dev_id;
         }
         self.lu_gp_members.push(so.to_string());
         Ok(())
@@ -1599,6 +1643,14 @@ impl Kernel {
                 let n = parse_u32(v)?;
                 if ![512, 1024, 2048, 4096].contains(&n) {
                     return Err(EINVAL);
+                }
+                // fileio caps I/O at 8 MiB (max_bytes_per_io, set at enable):
+                // hw_max_sectors follows the block size (VM tree check: 2048 at 4096).
+                if st.plugin == "fileio" && st.enabled {
+                    self.set(
+                        &format!("{so}/attrib/hw_max_sectors"),
+                        format!("{}\n", 8_388_608 / n),
+                    );
                 }
                 store(self, u64::from(n))
             }
