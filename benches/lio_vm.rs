@@ -52,6 +52,8 @@ struct Sample {
     ms: f64,
     ops: KernelOps,
     reported: Option<u64>,
+    /// isctl's own time for executing the plan (`-o json`'s `elapsed_ms`).
+    executor_ms: Option<f64>,
 }
 
 /// Runs `cmd` under `vmtool time` with the configfs handlers traced.
@@ -71,6 +73,11 @@ fn timed(vm: &mut Vm, what: &str, cmd: &str) -> Sample {
             ..
         } => configfs_operations,
     });
+    let json: Option<serde_json::Value> = serde_json::from_str(&out.stdout).ok();
+    let executor_ms = json.as_ref().and_then(|j| j["elapsed_ms"].as_f64());
+    let json_ops = json
+        .as_ref()
+        .and_then(|j| j["configfs_operations"].as_u64());
     let floor_ops = out
         .stdout
         .split_whitespace()
@@ -79,7 +86,8 @@ fn timed(vm: &mut Vm, what: &str, cmd: &str) -> Sample {
     Sample {
         ms,
         ops,
-        reported: reported.or(floor_ops),
+        reported: reported.or(json_ops).or(floor_ops),
+        executor_ms,
     }
 }
 
@@ -110,15 +118,26 @@ fn main() {
     vm.sh(&format!("mkdir -p {STATE_DIR} /srv/bench /srv/floor"));
 
     let apply = |model: &str| isctl_cmd(&format!("apply {model} --auto-approve"));
+    let apply_json = |model: &str| isctl_cmd(&format!("apply {model} --auto-approve -o json"));
     let floor = |mode: &str, jobs: usize| {
         format!("vmtool floor {mode} --root {CONFIGFS} --targets {targets} --jobs {jobs} --dir /srv/floor")
     };
+    // Indexes below refer to this order.
     let phases: Vec<(&str, String)> = vec![
+        // A process's fixed cost: start-up and loading the model. Under TCG it is
+        // dominated by translating the code the process runs for the first time.
+        (
+            "isctl validate (start, model)",
+            isctl_cmd("validate bench.toml"),
+        ),
         // Observation + planning alone, so the apply's cost can be split.
         ("isctl plan (from empty)", isctl_cmd("plan bench.toml")),
         ("isctl apply (create)", apply("bench.toml")),
         ("isctl apply (no-op)", apply("bench.toml")),
         ("isctl apply empty (destroy)", apply("empty.toml")),
+        // The same with -o json, for isctl's own executor time (`elapsed_ms`).
+        ("isctl apply -o json (create)", apply_json("bench.toml")),
+        ("isctl apply -o json (destroy)", apply_json("empty.toml")),
         ("floor create, 1 writer", floor("create", 1)),
         ("floor destroy, 1 writer", floor("destroy", 1)),
         ("floor create, 4 writers", floor("create", 4)),
@@ -145,37 +164,51 @@ fn main() {
         vm.kernel_version
     );
     println!(
-        "{:<30} {:>10} {:>12} {:>14}",
-        "phase", "wall ms", "kernel ops", "reported ops"
+        "{:<32} {:>10} {:>13} {:>12} {:>14}",
+        "phase", "wall ms", "executor ms", "kernel ops", "reported ops"
     );
     let mut med = Vec::new();
+    let mut exec = Vec::new();
     for ((what, _), samples) in phases.iter().zip(&results) {
         let m = median(samples.iter().map(|s| s.ms).collect());
         med.push(m);
+        let e: Vec<f64> = samples.iter().filter_map(|s| s.executor_ms).collect();
+        let e = (!e.is_empty()).then(|| median(e));
+        exec.push(e);
         let ops = samples.last().map(|s| s.ops.total()).unwrap_or_default();
         let reported = samples
             .last()
             .and_then(|s| s.reported)
             .map(|r| r.to_string())
             .unwrap_or_else(|| "-".into());
-        println!("{what:<30} {m:>10.1} {ops:>12} {reported:>14}");
+        let e = e.map_or_else(|| "-".to_string(), |e| format!("{e:.1}"));
+        println!("{what:<32} {m:>10.1} {e:>13} {ops:>12} {reported:>14}");
     }
     let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
+    let (floor_c1, floor_d1, floor_c4, floor_d4) = (med[7], med[8], med[9], med[10]);
     println!();
     println!(
-        "create:  isctl / floor(4 writers) = {:.2}x (goal <= 1.5x); isctl / floor(1 writer) = {:.2}x",
-        ratio(med[1], med[6]),
-        ratio(med[1], med[4])
+        "create:  isctl apply / floor(4 writers) = {:.2}x (goal <= 1.5x); / floor(1 writer) = {:.2}x; \
+         executor alone / floor(4 writers) = {:.2}x",
+        ratio(med[2], floor_c4),
+        ratio(med[2], floor_c1),
+        ratio(exec[5].unwrap_or(f64::NAN), floor_c4)
     );
     println!(
-        "destroy: isctl / floor(4 writers) = {:.2}x; isctl / floor(1 writer) = {:.2}x",
-        ratio(med[3], med[7]),
-        ratio(med[3], med[5])
+        "destroy: isctl apply / floor(4 writers) = {:.2}x; / floor(1 writer) = {:.2}x; \
+         executor alone / floor(4 writers) = {:.2}x",
+        ratio(med[4], floor_d4),
+        ratio(med[4], floor_d1),
+        ratio(exec[6].unwrap_or(f64::NAN), floor_d4)
     );
-    let noop_ops: Vec<u64> = results[2].iter().map(|s| s.ops.total()).collect();
     println!(
-        "no-op apply: {:.1} ms, configfs calls per run {:?} (goal: all 0); plan from empty: {:.1} ms",
-        med[2], noop_ops, med[0]
+        "fixed cost of an isctl process (start + model, TCG): {:.1} ms; plan from empty: {:.1} ms",
+        med[0], med[1]
+    );
+    let noop_ops: Vec<u64> = results[3].iter().map(|s| s.ops.total()).collect();
+    println!(
+        "no-op apply: {:.1} ms, configfs calls per run {:?} (goal: all 0)",
+        med[3], noop_ops
     );
     println!(
         "benchmark wall time (boot + {rounds} rounds): {:.1} s",
