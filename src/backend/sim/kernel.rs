@@ -930,15 +930,11 @@ impl Kernel {
                 if t2 != t || g2 != g {
                     return Err(EINVAL);
                 }
-                if self.link_child(parent).is_some() {
-                    return Err(if self.mapped.get(parent).is_some_and(|m| m.alive) {
-                        EINVAL
-                    } else {
-                        // A dead mapping keeps its link; the kernel would accept a
-                        // second one (no live entry to collide with), which isctl never
-                        // makes: the simulator refuses it rather than keep two links.
-                        EEXIST
-                    });
+                // A dead mapping keeps its link but has no live entry to collide with:
+                // a second link is accepted and makes the mapping live again (VM
+                // transcript: both links listed, write_protect "0\n").
+                if self.mapped.get(parent).is_some_and(|m| m.alive) {
+                    return Err(EINVAL);
                 }
                 // Initial write_protect: 1 for a read-only iblock or with
                 // prod_mode_write_protect=1 (§3.6).
