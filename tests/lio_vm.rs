@@ -700,6 +700,36 @@ fn live_sessions_are_protected_and_failed_apply_rolls_back() {
         info.stdout.contains("TARG_SESS_STATE_LOGGED_IN"),
         "the session is not logged in\n{info}"
     );
+    // The simulator renders a logged-in session's `info` as the kernel does (numbers
+    // aside: ISID, TSIH, session id and sequence numbers depend on the run).
+    let mirror = SimMirror::new(&vm.kernel_version);
+    mirror
+        .apply(&model, &Default::default())
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let address = info
+        .stdout
+        .split_whitespace()
+        .skip_while(|w| *w != "Address")
+        .nth(1)
+        .unwrap_or("10.0.2.2")
+        .to_string();
+    mirror
+        .sim
+        .add_session(&held, 1, &initiator, &address)
+        .unwrap_or_else(|e| panic!("simulated session: {e}"));
+    let sim_info = isctl::backend::lio::ConfigFs::read(
+        &*mirror.sim,
+        &mirror
+            .sim
+            .root()
+            .join(format!("iscsi/{held}/tpgt_1/acls/{initiator}/info")),
+    )
+    .expect("reading the simulated info");
+    assert_eq!(
+        mirror::mask_numbers(&String::from_utf8_lossy(&sim_info)),
+        mirror::mask_numbers(&info.stdout),
+        "a session's acls/<initiator>/info: simulator (left) vs kernel (right)"
+    );
 
     // Without --force: refused, nothing written, the session named.
     let before = tree::dump(&mut vm);

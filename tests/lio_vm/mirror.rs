@@ -211,3 +211,32 @@ pub fn normalise(dump: &TreeDump) -> TreeDump {
 pub fn compare(kernel: &TreeDump, sim: &TreeDump) -> TreeDiff {
     normalise(kernel).diff(&normalise(sim))
 }
+
+/// `text` with every number (decimal or `0x` hex, and the ISID's six hex bytes) replaced
+/// by `#`, for comparing session state whose numbers depend on the run.
+pub fn mask_numbers(text: &str) -> String {
+    // "ISID: 0x80 4c 37 ab 01 00  TSIH": bytes such as "ab" have no digit to key on.
+    let text: String = text
+        .lines()
+        .map(|line| match (line.find("ISID: "), line.find("  TSIH")) {
+            (Some(a), Some(b)) if a < b => format!("{}ISID: #{}\n", &line[..a], &line[b..]),
+            _ => format!("{line}\n"),
+        })
+        .collect();
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c.is_ascii_digit() {
+            if c == '0' && chars.peek() == Some(&'x') {
+                chars.next();
+            }
+            while chars.peek().is_some_and(|d| d.is_ascii_hexdigit()) {
+                chars.next();
+            }
+            out.push('#');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
