@@ -5,8 +5,10 @@
 //! isctl + vmtool and packing the initramfs ([`assets`]), the VM process and its command
 //! channel ([`vm`]), host-side initiator tools with timeouts ([`host`]), an iSCSI session
 //! holder written from RFC 7143 ([`holder`]), configfs tree dumps ([`tree`]), running isctl
-//! in the VM with a kernel-side count of configfs operations ([`isctl`]), and model-derived
-//! expectations of the tree and of what initiators see ([`expect`]).
+//! in the VM with a kernel-side count of configfs operations ([`isctl`]), model-derived
+//! expectations of the tree and of what initiators see ([`expect`]), the simulator as a
+//! mirror given the same applies ([`mirror`]) and the recorded-transcript replay
+//! ([`transcript`]).
 //! Does not own: what the tests assert (tests/lio_vm.rs), the VM's /init
 //! (tests/lio-vm/init.sh) or the VM-side helper (tests/lio-vm/vmtool).
 //!
