@@ -142,6 +142,9 @@ fn main() {
         ("floor destroy, 1 writer", floor("destroy", 1)),
         ("floor create, 4 writers", floor("create", 4)),
         ("floor destroy, 4 writers", floor("destroy", 4)),
+        // isctl's default parallelism (apply::DEFAULT_WORKERS).
+        ("floor create, 8 writers", floor("create", 8)),
+        ("floor destroy, 8 writers", floor("destroy", 8)),
     ];
     let mut results: Vec<Vec<Sample>> = phases.iter().map(|_| Vec::new()).collect();
     for round in 0..rounds {
@@ -185,21 +188,27 @@ fn main() {
         println!("{what:<32} {m:>10.1} {e:>13} {ops:>12} {reported:>14}");
     }
     let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
-    let (floor_c1, floor_d1, floor_c4, floor_d4) = (med[7], med[8], med[9], med[10]);
+    let (floor_c1, floor_d1, floor_c4, floor_d4, floor_c8, floor_d8) =
+        (med[7], med[8], med[9], med[10], med[11], med[12]);
+    let (exec_c, exec_d) = (exec[5].unwrap_or(f64::NAN), exec[6].unwrap_or(f64::NAN));
     println!();
     println!(
-        "create:  isctl apply / floor(4 writers) = {:.2}x (goal <= 1.5x); / floor(1 writer) = {:.2}x; \
-         executor alone / floor(4 writers) = {:.2}x",
+        "create:  isctl apply / floor(4 writers) = {:.2}x (goal <= 1.5x), / floor(8) = {:.2}x, \
+         / floor(1) = {:.2}x; executor alone / floor(4) = {:.2}x, / floor(8) = {:.2}x",
         ratio(med[2], floor_c4),
+        ratio(med[2], floor_c8),
         ratio(med[2], floor_c1),
-        ratio(exec[5].unwrap_or(f64::NAN), floor_c4)
+        ratio(exec_c, floor_c4),
+        ratio(exec_c, floor_c8)
     );
     println!(
-        "destroy: isctl apply / floor(4 writers) = {:.2}x; / floor(1 writer) = {:.2}x; \
-         executor alone / floor(4 writers) = {:.2}x",
+        "destroy: isctl apply / floor(4 writers) = {:.2}x, / floor(8) = {:.2}x, \
+         / floor(1) = {:.2}x; executor alone / floor(4) = {:.2}x, / floor(8) = {:.2}x",
         ratio(med[4], floor_d4),
+        ratio(med[4], floor_d8),
         ratio(med[4], floor_d1),
-        ratio(exec[6].unwrap_or(f64::NAN), floor_d4)
+        ratio(exec_d, floor_d4),
+        ratio(exec_d, floor_d8)
     );
     println!(
         "fixed cost of an isctl process (start + model, TCG): {:.1} ms; plan from empty: {:.1} ms",

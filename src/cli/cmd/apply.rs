@@ -25,7 +25,7 @@ use super::plan::{make_plan, open_backend};
 #[error("{0}")]
 pub struct NotApproved(pub String);
 
-/// Worker threads for the executor (`ISCTL_WORKERS`, default 4).
+/// Worker threads for the executor (`ISCTL_WORKERS`, default `DEFAULT_WORKERS`).
 fn workers() -> usize {
     std::env::var("ISCTL_WORKERS")
         .ok()
