@@ -14,7 +14,8 @@ start=$(date +%s)
 cargo test --quiet --manifest-path tests/lio-vm/vmtool/Cargo.toml --target-dir target/lio-vm/cargo
 rc=$?
 if [ $rc -eq 0 ]; then
-  cargo test --test lio_vm -- --include-ignored "$@"
+  # --release like tests/run.sh, so both share one build of the test crate.
+  cargo test --release --test lio_vm -- --include-ignored "$@"
   rc=$?
 fi
 echo "lio-vm: real-kernel tests finished in $(( $(date +%s) - start )) s (exit $rc)"
