@@ -14,11 +14,17 @@ use std::process::{Command, Output};
 
 use engine::{start_engine, work_dir};
 
+/// Each test runs its own engine (tests run in parallel), on its own port.
 const PORT: u16 = 13310;
+const PORT_QEMU: u16 = 13311;
 const TARGET: &str = "iqn.2026-11.io.isctl:initiators";
 
 fn url(lun: u16) -> String {
-    format!("iscsi://127.0.0.1:{PORT}/{TARGET}/{lun}")
+    url_on(PORT, lun)
+}
+
+fn url_on(port: u16, lun: u16) -> String {
+    format!("iscsi://127.0.0.1:{port}/{TARGET}/{lun}")
 }
 
 /// Run a tool; a missing tool is a failure that says what to install.
@@ -42,10 +48,10 @@ fn assert_ok(o: &Output, what: &str) {
     );
 }
 
-fn write_model(dir: &Path) -> std::path::PathBuf {
+fn write_model(dir: &Path, port: u16) -> std::path::PathBuf {
     let model = format!(
         r#"[portal.p]
-listen = ["127.0.0.1:{PORT}"]
+listen = ["127.0.0.1:{port}"]
 
 [extent.disk]
 type = "file"
@@ -81,7 +87,7 @@ portal = "p"
 #[ignore = "needs libiscsi-bin and qemu-utils + qemu-block-extra: run via tests/run.sh"]
 fn libiscsi_tools_see_the_extent_settings() {
     let dir = work_dir();
-    let model = write_model(dir.path());
+    let model = write_model(dir.path(), PORT);
     let _engine = start_engine(dir.path(), &model, PORT);
     let pkg = "libiscsi-bin";
 
@@ -146,8 +152,8 @@ fn libiscsi_tools_see_the_extent_settings() {
 #[ignore = "needs qemu-utils + qemu-block-extra (QEMU's iscsi driver): run via tests/run.sh"]
 fn qemu_writes_reads_and_sees_holes() {
     let dir = work_dir();
-    let model = write_model(dir.path());
-    let _engine = start_engine(dir.path(), &model, PORT);
+    let model = write_model(dir.path(), PORT_QEMU);
+    let _engine = start_engine(dir.path(), &model, PORT_QEMU);
     let pkg = "qemu-utils and qemu-block-extra";
 
     // 8 MiB of a pattern, written through QEMU and compared back.
@@ -157,7 +163,7 @@ fn qemu_writes_reads_and_sees_holes() {
         .collect();
     std::fs::write(&src, &pattern).expect("write source image");
     let src = src.to_string_lossy().into_owned();
-    let lun = url(0);
+    let lun = url_on(PORT_QEMU, 0);
     let o = run(
         "qemu-img",
         &["convert", "-n", "-f", "raw", "-O", "raw", &src, &lun],
@@ -203,7 +209,11 @@ fn qemu_writes_reads_and_sees_holes() {
     );
 
     // The read-only LU refuses writes: QEMU refuses to open it read-write.
-    let o = run("qemu-io", &["-f", "raw", "-c", "write 0 4k", &url(2)], pkg);
+    let o = run(
+        "qemu-io",
+        &["-f", "raw", "-c", "write 0 4k", &url_on(PORT_QEMU, 2)],
+        pkg,
+    );
     let all = format!("{}{}", stdout(&o), String::from_utf8_lossy(&o.stderr));
     assert!(all.contains("write protected"), "{all}");
 }

@@ -31,7 +31,9 @@ pub fn main() -> ExitCode {
             return exit::code(code);
         }
     };
-    init_logging(cli.global.verbose, cli.global.quiet);
+    // The engine is a daemon: its log is its status report, so it logs at info.
+    let daemon = matches!(cli.command, Command::Serve(_));
+    init_logging(cli.global.verbose + u8::from(daemon), cli.global.quiet);
     match run(&cli) {
         Ok(code) => exit::code(code),
         Err(err) => {
@@ -78,5 +80,6 @@ fn init_logging(verbose: u8, quiet: bool) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }

@@ -4,7 +4,7 @@
 //! engine speaks, the logical units' storage, and the `isctl serve` runtime.
 //!
 //! Two layers, one seam:
-//! * the transport (`pdu`, `negotiate`, `login`, `chap`, `session`, `server`) turns bytes
+//! * the transport ([`iscsi`]: `pdu`, `negotiate`, `login`, `chap`, `session`, `conn`) turns bytes
 //!   on a TCP connection into SCSI commands and task-management requests, and back;
 //! * the SCSI layer ([`scsi`], with storage in `lu`) executes a command for an I_T nexus
 //!   and answers status, sense and data. It knows nothing of PDUs.
@@ -16,7 +16,12 @@
 //!
 //! Portability: nothing here uses a Linux-only interface; platform calls (hole
 //! punching, block-device size) sit behind `cfg` with a portable fallback.
+//! * the runtime ([`server`]) serves a model: listeners, live reconfiguration,
+//!   shutdown, the control socket.
+//!
 //! The engine never imports `backend` or `cli`.
 
+pub mod iscsi;
 pub mod lu;
 pub mod scsi;
+pub mod server;

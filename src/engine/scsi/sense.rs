@@ -74,6 +74,8 @@ impl Asc {
     pub const MEDIUM_NOT_PRESENT: Asc = Asc(0x3a00);
     pub const REPORTED_LUNS_DATA_HAS_CHANGED: Asc = Asc(0x3f0e);
     pub const INTERNAL_TARGET_FAILURE: Asc = Asc(0x4400);
+    /// A Data-Out broke the transport's rules (iSCSI: bad offset or DataSN).
+    pub const DATA_PHASE_ERROR: Asc = Asc(0x4b00);
     pub const INVALID_FIELD_IN_INFORMATION_UNIT: Asc = Asc(0x0e03);
     pub const MEDIUM_REMOVAL_PREVENTED: Asc = Asc(0x5302);
     pub const INSUFFICIENT_REGISTRATION_RESOURCES: Asc = Asc(0x5504);

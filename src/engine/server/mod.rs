@@ -1,0 +1,424 @@
+//! The `isctl serve` runtime: listeners on the model's portals, one thread per
+//! connection, live reconfiguration (SIGHUP, or `apply` over the control socket),
+//! clean shutdown (SIGTERM/SIGINT), and the control socket (`control`).
+//!
+//! Owns: the [`Server`] state (configuration in force, session registry, listeners).
+//! Does not: speak iSCSI (that is [`crate::engine::iscsi`]) or execute SCSI.
+//!
+//! Reconfiguration is a diff against what runs, in the manner of FreeBSD ctld: the
+//! new model is opened in full first (every LU, every new listener) and only then
+//! swapped in; logical units and targets that did not change are the same objects
+//! afterwards, so their sessions carry on untouched. A change that would cut a
+//! session (target removed, initiator no longer admitted, portal gone) or pull a LUN
+//! from under one is refused unless forced.
+
+pub mod config;
+pub mod control;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+
+use crate::engine::iscsi::conn::{self, Engine};
+use crate::engine::iscsi::login::Access;
+use crate::engine::iscsi::negotiate::Pairs;
+use crate::engine::iscsi::session::Registry;
+use crate::engine::iscsi::Portal;
+use crate::engine::lu::LuError;
+use crate::engine::scsi::ScsiTarget;
+use crate::model::{Model, ModelError};
+use config::{Change, Config, LiveSession};
+
+/// Why the engine could not start or reconfigure.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Lu(#[from] LuError),
+    #[error("cannot listen on {addr}: {source} (is another iSCSI target using the port? ports below 1024 need root)")]
+    Bind { addr: SocketAddr, source: io::Error },
+    #[error("control socket {path}: {source}")]
+    Control { path: PathBuf, source: io::Error },
+    #[error("cannot set up signal handling: {0}")]
+    Signals(#[from] nix::Error),
+    #[error("refused: the change would {what}; re-run with --force to accept")]
+    Refused { what: String, changes: Vec<Change> },
+}
+
+/// The engine while it runs.
+pub struct Server {
+    config: RwLock<Arc<Config>>,
+    registry: Registry,
+    stopping: AtomicBool,
+    listeners: Mutex<BTreeMap<SocketAddr, Listener>>,
+    live_connections: Arc<AtomicUsize>,
+    /// One reconfiguration at a time.
+    reconfiguring: Mutex<()>,
+    started: SystemTime,
+}
+
+struct Listener {
+    stop: Arc<AtomicBool>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+/// What a reconfiguration did (or, for a plan, would do).
+#[derive(Debug, Clone, Serialize)]
+pub struct ReloadReport {
+    pub source: PathBuf,
+    pub changes: Vec<Change>,
+    /// Sessions closed because of the change.
+    pub closed_sessions: Vec<u16>,
+    pub applied: bool,
+}
+
+impl Server {
+    fn new(config: Config) -> Arc<Server> {
+        Arc::new(Server {
+            config: RwLock::new(Arc::new(config)),
+            registry: Registry::default(),
+            stopping: AtomicBool::new(false),
+            listeners: Mutex::new(BTreeMap::new()),
+            live_connections: Arc::new(AtomicUsize::new(0)),
+            reconfiguring: Mutex::new(()),
+            started: SystemTime::now(),
+        })
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    pub fn started(&self) -> SystemTime {
+        self.started
+    }
+
+    fn bind(self: &Arc<Self>, addr: SocketAddr) -> Result<Listener, ServeError> {
+        let listener =
+            TcpListener::bind(addr).map_err(|source| ServeError::Bind { addr, source })?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let server = self.clone();
+        let stop2 = stop.clone();
+        let thread = thread::Builder::new()
+            .name(format!("listen {addr}"))
+            .spawn(move || server.accept_loop(listener, addr, stop2))
+            .map_err(|source| ServeError::Bind { addr, source })?;
+        tracing::info!(%addr, "listening");
+        Ok(Listener {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    fn accept_loop(
+        self: Arc<Self>,
+        listener: TcpListener,
+        addr: SocketAddr,
+        stop: Arc<AtomicBool>,
+    ) {
+        for stream in listener.incoming() {
+            if stop.load(Ordering::SeqCst) || self.stopping.load(Ordering::SeqCst) {
+                break;
+            }
+            let stream = match stream {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(%addr, "accept failed: {e}");
+                    // Out of descriptors and the like: do not spin.
+                    thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+            };
+            let engine: Arc<dyn Engine> = self.clone();
+            let live = self.live_connections.clone();
+            live.fetch_add(1, Ordering::SeqCst);
+            let spawned = thread::Builder::new()
+                .name("iscsi-conn".into())
+                .spawn(move || {
+                    conn::serve_connection(engine, stream, Portal { listen: addr });
+                    live.fetch_sub(1, Ordering::SeqCst);
+                });
+            if let Err(e) = spawned {
+                tracing::warn!("cannot start a connection thread: {e}");
+                self.live_connections.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+    }
+
+    fn stop_listener(addr: SocketAddr, mut l: Listener) {
+        l.stop.store(true, Ordering::SeqCst);
+        // Wake the blocked accept with a connection of our own.
+        let wake = if addr.ip().is_unspecified() {
+            let lo: std::net::IpAddr = if addr.is_ipv4() {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            };
+            SocketAddr::new(lo, addr.port())
+        } else {
+            addr
+        };
+        let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
+        if let Some(t) = l.thread.take() {
+            let _ = t.join();
+        }
+        tracing::info!(%addr, "stopped listening");
+    }
+
+    /// Sessions as the configuration diff sees them.
+    fn live_sessions(&self) -> Vec<LiveSession> {
+        self.registry
+            .all()
+            .iter()
+            .map(|s| {
+                let conns = s.conns();
+                LiveSession {
+                    tsih: s.tsih,
+                    target: s.target.clone(),
+                    initiator: s.initiator.clone(),
+                    ip: conns
+                        .first()
+                        .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |c| c.peer.ip()),
+                    listen: conns.iter().map(|c| c.listen).collect(),
+                }
+            })
+            .collect()
+    }
+
+    /// Switch to `model` (or, with `dry_run`, say what that would do).
+    pub fn reconfigure(
+        self: &Arc<Self>,
+        model: Model,
+        source: PathBuf,
+        force: bool,
+        dry_run: bool,
+    ) -> Result<ReloadReport, ServeError> {
+        let _one = self.reconfiguring.lock().unwrap_or_else(|p| p.into_inner());
+        let old = self.config();
+        let live = self.live_sessions();
+        let changes = config::diff(&old, &model, &live);
+        let cut: BTreeSet<u16> = changes
+            .iter()
+            .filter(|c| {
+                c.action == "-" && matches!(c.kind.as_str(), "target" | "portal" | "session")
+            })
+            .flat_map(|c| c.disturbs.iter().copied())
+            .collect();
+        let disturbed: BTreeSet<u16> = changes
+            .iter()
+            .flat_map(|c| c.disturbs.iter().copied())
+            .collect();
+        let mut report = ReloadReport {
+            source: source.clone(),
+            changes: changes.clone(),
+            closed_sessions: Vec::new(),
+            applied: false,
+        };
+        if dry_run {
+            return Ok(report);
+        }
+        if !disturbed.is_empty() && !force {
+            let what = if cut.is_empty() {
+                format!("change LUNs under {} logged-in session(s)", disturbed.len())
+            } else {
+                format!("cut {} logged-in session(s)", cut.len())
+            };
+            return Err(ServeError::Refused { what, changes });
+        }
+        // Open everything new before touching what runs.
+        let new = Config::build(model, source, Some(&old))?;
+        let want = new.listen_addresses();
+        let mut bound = BTreeMap::new();
+        {
+            let have = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
+            for addr in want.keys() {
+                if !have.contains_key(addr) {
+                    match self.bind(*addr) {
+                        Ok(l) => {
+                            bound.insert(*addr, l);
+                        }
+                        Err(e) => {
+                            for (a, l) in bound {
+                                Server::stop_listener(a, l);
+                            }
+                            return Err(e);
+                        }
+                    }
+                }
+            }
+        }
+        let new = Arc::new(new);
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = new.clone();
+        new.commit_luns();
+        let removed: Vec<(SocketAddr, Listener)> = {
+            let mut have = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
+            have.extend(bound);
+            let gone: Vec<SocketAddr> = have
+                .keys()
+                .filter(|a| !want.contains_key(a))
+                .copied()
+                .collect();
+            gone.into_iter()
+                .filter_map(|a| have.remove(&a).map(|l| (a, l)))
+                .collect()
+        };
+        for (a, l) in removed {
+            Server::stop_listener(a, l);
+        }
+        for s in self.registry.all() {
+            if cut.contains(&s.tsih) {
+                tracing::info!(tsih = s.tsih, initiator = %s.initiator, "closing a session the new configuration no longer allows");
+                self.registry.remove(&s);
+                report.closed_sessions.push(s.tsih);
+            }
+        }
+        report.applied = true;
+        tracing::info!(
+            changes = report.changes.len(),
+            "configuration applied from {}",
+            report.source.display()
+        );
+        Ok(report)
+    }
+
+    /// Stop: no new connections, end sessions, let in-flight commands finish, and
+    /// flush every logical unit so that no acknowledged write is lost.
+    fn shutdown(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        let listeners: Vec<(SocketAddr, Listener)> =
+            std::mem::take(&mut *self.listeners.lock().unwrap_or_else(|p| p.into_inner()))
+                .into_iter()
+                .collect();
+        for (a, l) in listeners {
+            Server::stop_listener(a, l);
+        }
+        for s in self.registry.all() {
+            for c in s.conns().iter() {
+                // Read side only: a command being executed still gets its response out.
+                let _ = c.stream.shutdown(std::net::Shutdown::Read);
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.live_connections.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(20));
+        }
+        let config = self.config();
+        for (name, (_, lu)) in &config.lus {
+            if let Err(e) = lu.store().flush() {
+                tracing::error!(extent = %name, "flush at shutdown failed: {e}");
+            }
+        }
+        tracing::info!("stopped; all logical units flushed");
+    }
+}
+
+impl Engine for Server {
+    fn access(&self, listen: SocketAddr, peer: SocketAddr) -> Box<dyn Access + '_> {
+        Box::new(self.config().access(listen, peer))
+    }
+
+    fn send_targets(
+        &self,
+        _listen: SocketAddr,
+        local: SocketAddr,
+        peer: SocketAddr,
+        initiator: &str,
+        which: Option<&str>,
+    ) -> Pairs {
+        self.config()
+            .send_targets(local, initiator, peer.ip(), which)
+    }
+
+    fn scsi_target(&self, target: &str) -> Option<Arc<ScsiTarget>> {
+        self.config().targets.get(target).map(|t| t.scsi.clone())
+    }
+
+    fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+}
+
+/// Run the engine until SIGTERM or SIGINT. SIGHUP re-reads the model from `path`.
+pub fn serve(path: &Path, control_socket: &Path) -> Result<(), ServeError> {
+    use nix::sys::signal::{SigSet, Signal};
+
+    // Block the signals in this thread before any other starts, so that every thread
+    // inherits the mask and only the wait below receives them.
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGHUP);
+    signals.add(Signal::SIGTERM);
+    signals.add(Signal::SIGINT);
+    signals.thread_block()?;
+
+    let loaded = crate::model::load(path)?;
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
+    }
+    let source = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let config = Config::build(loaded.model, source, None)?;
+    let addrs: Vec<SocketAddr> = config.listen_addresses().keys().copied().collect();
+    let targets = config.targets.len();
+    let luns: usize = config.targets.values().map(|t| t.luns.len()).sum();
+    let server = Server::new(config);
+    for addr in addrs {
+        let l = server.bind(addr)?;
+        server
+            .listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(addr, l);
+    }
+    let control = control::start(server.clone(), control_socket)?;
+    tracing::info!(
+        targets,
+        luns,
+        "isctl engine ready (control socket {})",
+        control_socket.display()
+    );
+
+    loop {
+        match signals.wait()? {
+            Signal::SIGHUP => {
+                let source = server.config().source.clone();
+                tracing::info!("SIGHUP: reloading {}", source.display());
+                match crate::model::load(&source) {
+                    Ok(loaded) => match server.reconfigure(loaded.model, source, false, false) {
+                        Ok(r) => tracing::info!(changes = r.changes.len(), "reload done"),
+                        Err(e) => tracing::error!(
+                            "reload refused or failed, the running configuration is unchanged: {e}"
+                        ),
+                    },
+                    Err(e) => tracing::error!(
+                        "reload failed, the running configuration is unchanged:\n{e}"
+                    ),
+                }
+            }
+            sig => {
+                tracing::info!("{sig}: stopping");
+                break;
+            }
+        }
+    }
+    control.stop();
+    server.shutdown();
+    Ok(())
+}
