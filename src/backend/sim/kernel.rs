@@ -1229,9 +1229,9 @@ impl Kernel {
                 let pages = parse_auto(&ctl("rd_pages")).unwrap_or(0);
                 let nullio = ctl("rd_nullio") == "1";
                 // Pages are held in scatterlist tables of 2048 entries (64 KiB of
-                // 32-byte entries), allocated at enable unless nullio (VM transcript).
-                // rd_build_device_space: pages / 2048 + 1 tables (1024 pages → 1,
-                // 65536 → 33: VM transcript and tree check).
+                // 32-byte entries) allocated at enable unless nullio; the count is
+                // pages / 2048 + 1 (rd_build_device_space; 1024 pages → 1, 65536 → 33:
+                // VM transcript and tree check).
                 let tables = if st.enabled && !nullio {
                     pages / 2048 + 1
                 } else {
