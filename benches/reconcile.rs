@@ -189,7 +189,8 @@ fn main() {
         ms(plan_empty)
     );
     println!(
-        "  apply into the simulator (4 workers)    {}  ({} configfs operations)",
+        "  apply into the simulator ({} workers)    {}  ({} configfs operations)",
+        isctl::apply::DEFAULT_WORKERS,
         ms(apply),
         total
     );

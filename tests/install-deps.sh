@@ -27,6 +27,13 @@ done
 if dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null | grep -q bpo; then
   missing+=(qemu-block-extra)
 fi
+# The real-kernel VM tests (tests/lio_vm.rs) fetch Debian's kernel package once with
+# `apt-get download` (cached under target/lio-vm/kernel/), which needs the package lists
+# that a fresh machine or container may not have yet.
+if ! apt-cache show linux-image-amd64 >/dev/null 2>&1; then
+  echo "install-deps: no Debian package lists (the VM tests download their kernel): apt-get update"
+  $SUDO apt-get update -q
+fi
 if [ ${#missing[@]} -eq 0 ]; then
   echo "install-deps: all packages present"
   exit 0

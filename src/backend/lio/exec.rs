@@ -105,6 +105,17 @@ fn auth_dir(p: &Paths, scope: &AuthScope) -> PathBuf {
 }
 
 /// The configfs syscalls of `op`, in order. Host ops (backing files) have none.
+/// How many syscalls [`expand`] makes of `op`, without building their paths: planning
+/// counts every op of a plan, and building 1,600 paths for that was 15% of a `plan`.
+pub fn syscall_count(op: &Op) -> u64 {
+    match op {
+        Op::CreateBackingFile { .. } | Op::GrowBackingFile { .. } => 0,
+        Op::CreateBackstore { create_hba, .. } => 3 + u64::from(*create_hba),
+        Op::DeleteBackstore { delete_hba, .. } => 1 + u64::from(*delete_hba),
+        _ => 1,
+    }
+}
+
 pub fn expand(p: &Paths, op: &Op) -> Vec<Syscall> {
     use Syscall::*;
     match op {

@@ -223,7 +223,7 @@ impl Backend for LioBackend {
     }
 
     fn operation_count(&self, op: &Op) -> u64 {
-        exec::expand(&self.paths, op).len() as u64
+        exec::syscall_count(op)
     }
 
     fn execution(&self) -> Execution<'_> {
@@ -232,5 +232,106 @@ impl Backend for LioBackend {
 
     fn operations_performed(&self) -> u64 {
         self.performed.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::path::{Path, PathBuf};
+
+    use super::*;
+    use crate::apply::{self, ApplyOptions, Ledger};
+    use crate::backend::sim::Sim;
+    use crate::backend::ObserveScope;
+    use crate::plan::{self, DiffOptions};
+
+    fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/reconcile")
+            .join(name)
+    }
+
+    /// Plans toward `model_path` (or nothing), checks every op's count, applies it.
+    fn plan_check_apply(
+        backend: &LioBackend,
+        ledger: &mut Ledger,
+        model_path: Option<&Path>,
+        seen: &mut BTreeMap<&'static str, u64>,
+    ) {
+        let model = match model_path {
+            Some(p) => crate::model::load(p).expect("fixture model").model,
+            None => {
+                crate::model::load_str("empty.toml", "")
+                    .expect("empty model")
+                    .model
+            }
+        };
+        let desired = crate::state::lower(&model).expect("lowering");
+        let observed = backend.observe(ObserveScope::Managed).expect("observe");
+        let host = backend.host_facts(&desired);
+        let opts = DiffOptions {
+            prune: false,
+            force: true,
+        };
+        let p = plan::diff(&desired, &observed, &host, &ledger.objects(), &opts);
+        assert!(!p.is_refused(), "{:#?}", p.refusals);
+        for planned in &p.ops {
+            let expanded = exec::expand(&backend.paths, &planned.op).len() as u64;
+            assert_eq!(
+                exec::syscall_count(&planned.op),
+                expanded,
+                "syscall_count disagrees with expand for {}",
+                planned.op
+            );
+            *seen.entry(planned.op.name()).or_default() += expanded;
+        }
+        apply::apply(&p, &desired, backend, ledger, &ApplyOptions { workers: 1 })
+            .expect("apply into the simulator");
+    }
+
+    /// The cheap count planning uses equals the syscalls the executor makes, for every
+    /// op of a create, an update with replacements, and a destroy.
+    #[test]
+    fn syscall_count_matches_the_expanded_syscalls() {
+        let sim = std::sync::Arc::new(Sim::new(&Sim::default_root()));
+        sim.add_host_dir(Path::new("/srv/iscsi"));
+        sim.add_block_device(Path::new("/dev/ram0"), 512, false);
+        sim.add_block_device(Path::new("/dev/ram1"), 512, false);
+        let backend = LioBackend::new(&Sim::default_root(), sim.clone(), sim.clone());
+        let state_dir = tempfile::tempdir().expect("tempdir");
+        let mut ledger =
+            Ledger::load(state_dir.path(), backend.name(), &backend.location()).expect("ledger");
+        let mut seen = BTreeMap::new();
+        plan_check_apply(
+            &backend,
+            &mut ledger,
+            Some(&fixture("complete.toml")),
+            &mut seen,
+        );
+        plan_check_apply(
+            &backend,
+            &mut ledger,
+            Some(&fixture("complete-v2.toml")),
+            &mut seen,
+        );
+        plan_check_apply(&backend, &mut ledger, None, &mut seen);
+        let kinds: BTreeSet<&str> = seen.keys().copied().collect();
+        // Every kind whose count is not a plain 1, and most of the rest.
+        for must in [
+            "create_backstore",
+            "delete_backstore",
+            "create_backing_file",
+        ] {
+            assert!(
+                kinds.contains(must),
+                "no {must} op was exercised: {kinds:?}"
+            );
+        }
+        assert!(
+            kinds.len() >= 20,
+            "only {} op kinds exercised: {kinds:?}",
+            kinds.len()
+        );
     }
 }

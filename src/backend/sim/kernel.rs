@@ -40,6 +40,11 @@ pub(super) struct SoState {
     /// Accumulated `control` keys (§2.1 step 2).
     pub control: BTreeMap<String, String>,
     pub enabled: bool,
+    /// The plugin's device id within its HBA (`TCM FILEIO ID`, `TCM RamDisk ID`): the
+    /// HBA's counter of objects ever enabled in it (VM tree check: an object deleted and
+    /// created again in the same HBA gets id 1).
+    #[serde(default)]
+    pub dev_id: u32,
 }
 
 /// A mapped LUN's kernel state: it dies when its TPG LUN loses its backstore link
@@ -54,6 +59,11 @@ pub(super) struct MappedState {
 pub(super) struct SimDevice {
     pub logical_block_size: u32,
     pub rotational: bool,
+    /// Device number, shown in an iblock object's `info` (`/dev/ramN` is 1:N).
+    #[serde(default)]
+    pub major: u32,
+    #[serde(default)]
+    pub minor: u32,
 }
 
 /// A logged-in session (injected by tests).
@@ -86,6 +96,14 @@ pub(super) struct Kernel {
     /// Portal directory → (target, address): the listeners, for conflict checks.
     #[serde(default)]
     pub portals: BTreeMap<String, (String, SocketAddr)>,
+    /// Storage objects in `default_lu_gp`, in the order they were enabled: the kernel
+    /// adds an object when it is configured and lists members in that order (VM
+    /// transcript).
+    #[serde(default)]
+    pub lu_gp_members: Vec<String>,
+    /// HBA directory → how many objects have been enabled in it (the next device id).
+    #[serde(default)]
+    pub hba_dev_ids: BTreeMap<String, u32>,
 }
 
 fn comps(rel: &str) -> Vec<&str> {
@@ -324,14 +342,12 @@ impl Kernel {
             next_session: 1,
             counts: BTreeMap::new(),
             portals: BTreeMap::new(),
+            lu_gp_members: Vec::new(),
+            hba_dev_ids: BTreeMap::new(),
         };
         // What target_core_mod shows right after loading (§1, run4 S0).
         k.dir("", false);
-        k.file(
-            "version",
-            0o444,
-            "Target Engine Core ConfigFS Infrastructure v5.0 on Linux/x86_64 on 6.1.0-sim\n",
-        );
+        k.set_release("6.1.0-sim");
         k.file("dbroot", 0o644, "/var/target\n");
         k.dir("core", false);
         k.dir("core/alua", false);
@@ -340,6 +356,17 @@ impl Kernel {
         k.file("core/alua/lu_gps/default_lu_gp/lu_gp_id", 0o644, "0\n");
         k.file("core/alua/lu_gps/default_lu_gp/members", 0o444, "");
         k
+    }
+
+    /// The `version` file names the kernel release (§1).
+    pub fn set_release(&mut self, release: &str) {
+        self.file(
+            "version",
+            0o444,
+            &format!(
+                "Target Engine Core ConfigFS Infrastructure v5.0 on Linux/x86_64 on {release}\n"
+            ),
+        );
     }
 
     // ------------------------------------------------------------------ tree basics
@@ -419,7 +446,10 @@ impl Kernel {
                     }
                 }
             }
-            self.objects.remove(&k);
+            if self.objects.remove(&k).is_some() {
+                self.lu_gp_members.retain(|m| *m != k);
+            }
+            self.hba_dev_ids.remove(&k);
             self.mapped.remove(&k);
             self.portals.remove(&k);
         }
@@ -678,6 +708,7 @@ impl Kernel {
                 plugin,
                 control: BTreeMap::new(),
                 enabled: false,
+                dev_id: 0,
             },
         );
         Ok(())
@@ -875,18 +906,36 @@ impl Kernel {
                 }
             }
             ["iscsi", t, g, "acls", _, _] if self.is_user_dir(parent) => {
-                if self.link_child(parent).is_some() {
-                    return Err(EEXIST);
-                }
-                // Only a TPG LUN of the same TPG, and it must be linked (§4.1 step 7).
-                let ok_kind = matches!(tc.as_slice(), ["iscsi", t2, g2, "lun", _] if t2 == t && g2 == g)
-                    && self.is_user_dir(target);
-                if !ok_kind {
-                    return Err(EINVAL);
+                // The kernel's checks in order (VM transcript): the target must be a
+                // TPG LUN (anything else → EFAULT), linked to a backstore, of the same
+                // target and TPG (EINVAL otherwise, §4.1 step 7); a second link while
+                // the mapping is live → EINVAL ("existing explicit se_lun_acl").
+                let ["iscsi", t2, g2, "lun", _] = tc.as_slice() else {
+                    return Err(if self.nodes.contains_key(target) {
+                        EFAULT
+                    } else {
+                        ENOENT
+                    });
+                };
+                if !self.is_user_dir(target) {
+                    return Err(if self.nodes.contains_key(target) {
+                        EFAULT
+                    } else {
+                        ENOENT
+                    });
                 }
                 let Some((_, so)) = self.link_child(target) else {
                     return Err(EINVAL);
                 };
+                if t2 != t || g2 != g {
+                    return Err(EINVAL);
+                }
+                // A dead mapping keeps its link but has no live entry to collide with:
+                // a second link is accepted and makes the mapping live again (VM
+                // transcript: both links listed, write_protect "0\n").
+                if self.mapped.get(parent).is_some_and(|m| m.alive) {
+                    return Err(EINVAL);
+                }
                 // Initial write_protect: 1 for a read-only iblock or with
                 // prod_mode_write_protect=1 (§3.6).
                 let ro = self
@@ -975,6 +1024,17 @@ impl Kernel {
         }
     }
 
+    /// Permission bits of a node, as lstat(2) reports them (links 0777, default and
+    /// user directories 0755).
+    pub fn mode(&self, rel: &str) -> R<u32> {
+        match self.nodes.get(rel) {
+            Some(Node::File { mode, .. }) => Ok(u32::from(*mode)),
+            Some(Node::Dir { .. }) => Ok(0o755),
+            Some(Node::Link { .. }) => Ok(0o777),
+            None => Err(ENOENT),
+        }
+    }
+
     pub fn read_dir(&self, rel: &str) -> R<Vec<DirEntry>> {
         match self.nodes.get(rel) {
             Some(Node::Dir { .. }) => {}
@@ -1010,6 +1070,27 @@ impl Kernel {
         let c = comps(rel);
         let out = match c.as_slice() {
             ["core", _, _, "info"] => self.so_info(parent_of(rel).0),
+            // "<hba>/<object>\n" per member, in the order they were enabled (VM
+            // transcript).
+            ["core", "alua", "lu_gps", "default_lu_gp", "members"] => self
+                .lu_gp_members
+                .iter()
+                .map(|m| format!("{}\n", m.trim_start_matches("core/")))
+                .collect(),
+            // The LUNs exporting the object: "iSCSI/<wwn>/tpgt_<tag>/<lun>\n" each with
+            // its NUL terminator counted in (core_alua_show_tg_pt_gp_members; VM tree
+            // check). The kernel lists them in link order, the simulator by path.
+            ["core", _, so, "alua", "default_tg_pt_gp", "members"] => {
+                let so = format!("{}/{}/{so}", c[0], c[1]);
+                let mut s = String::new();
+                for link in self.backrefs.get(&so).into_iter().flatten() {
+                    if let ["iscsi", t, g, "lun", lun, _] = comps(link).as_slice() {
+                        let tag = parse_tpgt(g).unwrap_or(0);
+                        s.push_str(&format!("iSCSI/{t}/tpgt_{tag}/{lun}\n\0"));
+                    }
+                }
+                s
+            }
             ["core", _, _, "alua_lu_gp"] => {
                 let so = parent_of(rel).0;
                 if self.objects.get(so).is_some_and(|s| s.enabled) {
@@ -1031,12 +1112,13 @@ impl Kernel {
                     format!("{}\n", String::from_utf8_lossy(data))
                 }
             }
-            // CHAP values: verbatim + "\n" (§3.5, §8).
-            [.., "auth", f] if AUTH_FILES.contains(f) => {
+            // CHAP values: verbatim + "\n" (§3.5, §8); discovery auth too (VM
+            // transcript: an unset `discovery_auth/userid` reads "\n").
+            [.., "auth" | "discovery_auth", f] if AUTH_FILES.contains(f) => {
                 format!("{}\n", String::from_utf8_lossy(data))
             }
             // authenticate_target = 1 iff both mutual values are set (§3.5).
-            [.., "auth", "authenticate_target"] => {
+            [.., "auth" | "discovery_auth", "authenticate_target"] => {
                 let dir = parent_of(rel).0;
                 let set = |f: &str| {
                     let v = self.get(&format!("{dir}/{f}"));
@@ -1113,7 +1195,8 @@ impl Kernel {
                 };
                 let size = parse_auto(&ctl("fd_dev_size")).unwrap_or(0);
                 s.push_str(&format!(
-                    "        TCM FILEIO ID: 0        File: {}  Size: {size}  Mode: {mode} Async: {}\n",
+                    "        TCM FILEIO ID: {}        File: {}  Size: {size}  Mode: {mode} Async: {}\n",
+                    st.dev_id,
                     ctl("fd_dev_name"),
                     if ctl("fd_async_io") == "1" { 1 } else { 0 }
                 ));
@@ -1133,16 +1216,31 @@ impl Kernel {
                     if ctl("readonly") == "1" { 1 } else { 0 }
                 ));
                 if st.enabled {
-                    s.push_str("Major: 1 Minor: 0  CLAIMED: IBLOCK\n");
+                    let (major, minor) = self
+                        .devices
+                        .get(&PathBuf::from(&dev))
+                        .map_or((0, 0), |d| (d.major, d.minor));
+                    s.push_str(&format!("Major: {major} Minor: {minor}  CLAIMED: IBLOCK\n"));
                 } else {
                     s.push_str("Major: 0 Minor: 0\n");
                 }
             }
             "rd_mcp" => {
                 let pages = parse_auto(&ctl("rd_pages")).unwrap_or(0);
+                let nullio = ctl("rd_nullio") == "1";
+                // Pages are held in scatterlist tables of 2048 entries (64 KiB of
+                // 32-byte entries) allocated at enable unless nullio; the count is
+                // pages / 2048 + 1 (rd_build_device_space; 1024 pages → 1, 65536 → 33:
+                // VM transcript and tree check).
+                let tables = if st.enabled && !nullio {
+                    pages / 2048 + 1
+                } else {
+                    0
+                };
                 s.push_str(&format!(
-                    "        TCM RamDisk ID: 0  RamDisk Makeup: rd_mcp\n        PAGES/PAGE_SIZE: {pages}*4096  SG_table_count: 0  nullio: {} dummy: 0\n",
-                    if ctl("rd_nullio") == "1" { 1 } else { 0 }
+                    "        TCM RamDisk ID: {}  RamDisk Makeup: rd_mcp\n        PAGES/PAGE_SIZE: {pages}*4096  SG_table_count: {tables}  nullio: {} dummy: 0\n",
+                    st.dev_id,
+                    u8::from(nullio)
                 ));
             }
             "pscsi" => s.push_str("        SCSI Device Bus Location: Channel ID: 0 Target ID: 0 LUN: 0 Host ID: 0\n"),
@@ -1224,7 +1322,7 @@ impl Kernel {
                 self.set(rel, format!("{n}\n"));
                 Ok(())
             }
-            [.., "auth", f] if AUTH_FILES.contains(f) => {
+            [.., "auth" | "discovery_auth", f] if AUTH_FILES.contains(f) => {
                 // TPG auth values are truncated to 255 bytes; ACL and discovery ones
                 // of 256 bytes or more are refused (§3.5). Stored verbatim,
                 // trailing newline included (§0.1).
@@ -1341,16 +1439,13 @@ impl Kernel {
                     "1" => true,
                     _ => return Err(EINVAL),
                 };
-                // Applies live; without a live mapping there is nothing to flip.
-                // (The kernel's errno here is not recorded in lio-configfs.md;
-                // ENODEV is the simulator's guess.)
-                match self.mapped.get_mut(&mdir) {
-                    Some(m) if m.alive => {
-                        m.write_protect = on;
-                        Ok(())
-                    }
-                    _ => Err(ENODEV),
+                // Applies live; without a live mapping there is nothing to flip, and
+                // the kernel accepts the write and ignores it (VM transcript: the
+                // value still reads empty, and a re-created mapping starts afresh).
+                if let Some(m) = self.mapped.get_mut(&mdir).filter(|m| m.alive) {
+                    m.write_protect = on;
                 }
+                Ok(())
             }
             ["iscsi", _, _, "lun", _, f] if f.starts_with("alua_tg_pt") => {
                 if self.link_child(parent_of(rel).0).is_none() {
@@ -1494,8 +1589,16 @@ impl Kernel {
             self.set(&a("optimal_sectors"), format!("{hw_max}\n"));
             self.set(&a("is_nonrot"), format!("{}\n", u8::from(nonrot)));
             if unmap {
+                // fileio on a regular file: UNMAP limited to 8k LBAs, granularity 1,
+                // WRITE SAME limited to 4k LBAs (fd_configure_device; VM tree check).
                 self.set(&a("max_unmap_lba_count"), "8192\n");
                 self.set(&a("max_unmap_block_desc_count"), "1\n");
+                self.set(&a("unmap_granularity"), "1\n");
+                self.set(&a("max_write_same_len"), "4096\n");
+            }
+            if st.plugin == "iblock" {
+                // iblock_configure_device: WRITE SAME up to 0xFFFF LBAs (VM tree check).
+                self.set(&a("max_write_same_len"), "65535\n");
             }
             if ctl("fd_buffered_io").as_deref() == Some("1") {
                 // fd_buffered_io=1 forces emulate_write_cache=1 (§2.2).
@@ -1506,9 +1609,17 @@ impl Kernel {
         self.set(&a("hw_max_sectors"), format!("{hw_max}\n"));
         self.set(&a("hw_queue_depth"), "128\n");
         self.set(&format!("{so}/enable"), "1\n");
+        let counter = self
+            .hba_dev_ids
+            .entry(parent_of(so).0.to_string())
+            .or_default();
+        let dev_id = *counter;
+        *counter += 1;
         if let Some(s) = self.objects.get_mut(so) {
             s.enabled = true;
+            s.dev_id = dev_id;
         }
+        self.lu_gp_members.push(so.to_string());
         Ok(())
     }
 
@@ -1528,6 +1639,14 @@ impl Kernel {
                 let n = parse_u32(v)?;
                 if ![512, 1024, 2048, 4096].contains(&n) {
                     return Err(EINVAL);
+                }
+                // fileio caps I/O at 8 MiB (max_bytes_per_io, set at enable):
+                // hw_max_sectors follows the block size (VM tree check: 2048 at 4096).
+                if st.plugin == "fileio" && st.enabled {
+                    self.set(
+                        &format!("{so}/attrib/hw_max_sectors"),
+                        format!("{}\n", 8_388_608 / n),
+                    );
                 }
                 store(self, u64::from(n))
             }

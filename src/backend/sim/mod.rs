@@ -261,13 +261,31 @@ impl Sim {
         self.lock().host_files.get(path).copied()
     }
 
-    /// A host block device.
+    /// A host block device. Its device number follows Linux's conventions: `/dev/ramN`
+    /// is 1:N (brd), `/dev/loopN` 7:N, anything else the next SCSI disk (8:0, 8:16, …).
     pub fn add_block_device(&self, path: &Path, logical_block_size: u32, rotational: bool) {
-        self.lock().devices.insert(
+        let mut k = self.lock();
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        let numbered = |prefix: &str| {
+            name.as_deref()
+                .and_then(|n| n.strip_prefix(prefix))
+                .and_then(|n| n.parse::<u32>().ok())
+        };
+        let (major, minor) = if let Some(n) = numbered("ram") {
+            (1, n)
+        } else if let Some(n) = numbered("loop") {
+            (7, n)
+        } else {
+            let disks = k.devices.values().filter(|d| d.major == 8).count();
+            (8, 16 * u32::try_from(disks).unwrap_or(u32::MAX / 16))
+        };
+        k.devices.insert(
             path.to_path_buf(),
             kernel::SimDevice {
                 logical_block_size,
                 rotational,
+                major,
+                minor,
             },
         );
     }
@@ -277,6 +295,18 @@ impl Sim {
     pub fn dump(&self) -> BTreeMap<String, String> {
         let k = self.lock();
         k.dump()
+    }
+
+    /// Pretend to be this kernel release (`uname -r`) in `version`, so that a transcript
+    /// recorded on a real kernel can be replayed verbatim.
+    pub fn set_kernel_release(&self, release: &str) {
+        self.lock().set_release(release);
+    }
+
+    /// Permission bits of a path (lstat(2)), for fidelity checks against the kernel.
+    pub fn mode(&self, path: &Path) -> io::Result<u32> {
+        let rel = self.rel(path)?;
+        self.lock().mode(&rel).map_err(errno)
     }
 
     // ----------------------------------------------------------------- plumbing

@@ -25,7 +25,7 @@ use super::plan::{make_plan, open_backend};
 #[error("{0}")]
 pub struct NotApproved(pub String);
 
-/// Worker threads for the executor (`ISCTL_WORKERS`, default 4).
+/// Worker threads for the executor (`ISCTL_WORKERS`, default `DEFAULT_WORKERS`).
 fn workers() -> usize {
     std::env::var("ISCTL_WORKERS")
         .ok()
@@ -58,7 +58,12 @@ pub fn run(g: &GlobalArgs, args: &ApplyArgs) -> anyhow::Result<u8> {
     )?;
     let plan = &planned.plan;
     let mut out = std::io::stdout().lock();
-    let plan_json = render::json(plan);
+    // Only JSON output embeds it; building it for a large plan is not free.
+    let plan_json = if json {
+        render::json(plan)
+    } else {
+        serde_json::Value::Null
+    };
     if !json {
         out.write_all(render::text(plan).as_bytes())?;
         out.flush()?;
