@@ -179,13 +179,14 @@ fn backend_choice_errors_are_clear() {
     let mut c = Command::new(env!("CARGO_BIN_EXE_isctl"));
     let o = c
         .args(["--backend", "userspace", "plan", &model()])
+        .env("ISCTL_SOCKET", e.dir.path().join("no-engine.sock"))
         .env_remove("ISCTL_SIMULATE")
         .env("ISCTL_STATE_DIR", e.state_dir())
         .output()
         .unwrap();
     assert_eq!(code(&o), 1);
     assert!(
-        stderr(&o).contains("the userspace backend is not available yet"),
+        stderr(&o).contains("no isctl engine answers on") && stderr(&o).contains("isctl serve"),
         "{}",
         stderr(&o)
     );
@@ -209,13 +210,14 @@ fn backend_choice_errors_are_clear() {
     );
     let o = Command::new(env!("CARGO_BIN_EXE_isctl"))
         .args(["--configfs-root", "/nonexistent/target", "plan", &model()])
+        .env("ISCTL_SOCKET", e.dir.path().join("no-engine.sock"))
         .env_remove("ISCTL_SIMULATE")
         .env_remove("ISCTL_BACKEND")
         .output()
         .unwrap();
     assert_eq!(code(&o), 1);
     assert!(
-        stderr(&o).contains("the userspace backend is not available yet"),
+        stderr(&o).contains("no isctl engine answers on") && stderr(&o).contains("isctl serve"),
         "{}",
         stderr(&o)
     );

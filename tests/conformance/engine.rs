@@ -18,6 +18,51 @@ impl Drop for Engine {
     }
 }
 
+/// A TCP port nobody listens on right now (the OS picks it), so that tests running
+/// side by side, or a developer's engine on a fixed port, never collide.
+#[allow(dead_code)]
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("find a free port")
+}
+
+#[allow(dead_code)]
+impl Engine {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Send a signal and, for SIGTERM/SIGINT, wait (up to 20 s) for the exit status.
+    pub fn signal(&mut self, sig: &str) -> Option<std::process::ExitStatus> {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .expect("run kill")
+            .success();
+        assert!(ok, "kill -{sig} failed");
+        if sig != "TERM" && sig != "INT" {
+            return None;
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "isctl serve did not stop within 20 s of SIG{sig}:\n{}",
+            self.log_tail()
+        );
+    }
+}
+
 impl Engine {
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();

@@ -44,6 +44,9 @@ pub fn run(g: &GlobalArgs, args: &ApplyArgs) -> anyhow::Result<u8> {
             "apply --verify is not available yet (it needs `isctl probe`); apply without it and check with an initiator"
         );
     }
+    if super::engine::selected(g) {
+        return super::engine::apply(g, args);
+    }
     let json = g.output == OutputFormat::Json;
     let open = open_backend(g)?;
     let _lock = apply::acquire_lock(&g.state_dir, Duration::from_secs(args.lock_timeout))?;

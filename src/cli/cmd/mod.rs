@@ -2,6 +2,7 @@
 //! to `cli::main`, which prints them once and maps them with [`exit_code_for`].
 
 pub mod apply;
+pub mod engine;
 pub mod export;
 pub mod generate_docs;
 pub mod plan;
@@ -23,6 +24,7 @@ pub fn exit_code_for(err: &anyhow::Error) -> u8 {
     if err.downcast_ref::<crate::plan::PlanRefused>().is_some()
         || err.downcast_ref::<crate::state::LowerErrors>().is_some()
         || err.downcast_ref::<apply::NotApproved>().is_some()
+        || err.downcast_ref::<engine::EngineRefused>().is_some()
     {
         return exit::REFUSED;
     }

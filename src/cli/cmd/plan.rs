@@ -71,7 +71,7 @@ pub(crate) fn open_backend(g: &GlobalArgs) -> anyhow::Result<OpenBackend> {
     }
     let userspace = || -> anyhow::Error {
         BackendError::Unavailable {
-            reason: "the userspace backend is not available yet: isctl cannot apply a model to its own engine through `plan`/`apply` in this version".into(),
+            reason: "`export` reads LIO's configfs; the userspace engine serves its model file as it is (see `isctl status --backend userspace`)".into(),
             hint: format!(
                 "use the kernel target (load it with `modprobe target_core_mod`, configfs at {}), or serve the model directly with `isctl serve`",
                 g.configfs_root.display()
@@ -145,6 +145,9 @@ pub fn run(g: &GlobalArgs, args: &PlanArgs) -> anyhow::Result<u8> {
     if g.output == OutputFormat::Toml {
         eprintln!("error: `isctl plan` prints text or json (-o text | -o json)");
         return Ok(exit::USAGE);
+    }
+    if super::engine::selected(g) {
+        return super::engine::plan(g, args);
     }
     let open = open_backend(g)?;
     let planned = make_plan(

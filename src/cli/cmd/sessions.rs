@@ -154,12 +154,15 @@ pub fn run(g: &GlobalArgs, args: &SessionsArgs) -> anyhow::Result<u8> {
     if let Some(o) = &args.order_by {
         check_field(o)?;
     }
-    let open = open_backend(g)?;
-    let observed = open.backend.observe(ObserveScope::Managed)?;
-    let mut rows: Vec<Value> = observed
-        .sessions
-        .iter()
-        .map(session_json)
+    let all: Vec<Value> = if super::engine::selected(g) {
+        super::engine::session_rows(g)?
+    } else {
+        let open = open_backend(g)?;
+        let observed = open.backend.observe(ObserveScope::Managed)?;
+        observed.sessions.iter().map(session_json).collect()
+    };
+    let mut rows: Vec<Value> = all
+        .into_iter()
         .filter(|row| {
             filters
                 .iter()

@@ -23,6 +23,13 @@ pub fn run(g: &GlobalArgs, args: &StatusArgs) -> anyhow::Result<u8> {
         eprintln!("error: `isctl status` prints text or json (-o text | -o json)");
         return Ok(exit::USAGE);
     }
+    if super::engine::selected(g) {
+        if args.path.is_some() {
+            eprintln!("error: with the userspace engine, compare a model with `isctl plan --backend userspace PATH`");
+            return Ok(exit::USAGE);
+        }
+        return super::engine::status(g);
+    }
     let open = open_backend(g)?;
     let backend = open.backend.as_ref();
     let observed = backend.observe(ObserveScope::Managed)?;
