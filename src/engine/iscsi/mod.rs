@@ -16,6 +16,8 @@
 
 pub mod chap;
 pub mod conn;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod login;
 pub mod negotiate;
 pub mod pdu;
