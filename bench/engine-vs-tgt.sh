@@ -179,5 +179,20 @@ done
     echo "median of $RUNS runs, ~${SECS}s each, interleaved; $(nproc) CPUs; $(date -u +%Y-%m-%dT%H:%MZ)"
 } | tee ${OUT:+"$OUT"}
 
-# Memory: the engine's resident set after the runs.
-echo "engine RSS after the runs: $(awk '/VmRSS/ {print $2, $3}' "/proc/$ENGINE_PID/status")"
+# Memory: each target's resident set with 64 sessions logged in (and held).
+rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+hold_rss() {
+    local target=$1 port=$2 iqn=$3 fifo=$work/hold-$1
+    mkfifo "$fifo"
+    python3 "$here/bench/hold-sessions.py" 127.0.0.1 "$port" "$iqn" 64 < "$fifo" > "$work/hold-$1.out" &
+    local holder=$!
+    exec 7> "$fifo"
+    for _ in $(seq 100); do grep -q "logged in" "$work/hold-$1.out" 2>/dev/null && break; sleep 0.1; done
+    grep -q "logged in" "$work/hold-$1.out" || { echo "could not log 64 sessions in to $target" >&2; exit 1; }
+    echo "$(rss "${PID[$target]}")"
+    exec 7>&-
+    wait "$holder" 2>/dev/null || true
+}
+e_rss=$(hold_rss engine "$ENGINE_PORT" iqn.2026-11.io.isctl:bench)
+t_rss=$(hold_rss tgt "$TGT_PORT" iqn.2026-11.io.isctl:bench-tgt)
+echo "RSS with 64 sessions logged in: engine $((e_rss / 1024)) MiB ($e_rss kB), tgt $((t_rss / 1024)) MiB ($t_rss kB)" | tee ${OUT:+-a "$OUT"}

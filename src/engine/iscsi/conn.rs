@@ -38,6 +38,14 @@ const POLL: Duration = Duration::from_secs(1);
 /// After this long without input the target pings (NOP-In); a second period without
 /// an answer closes the connection (a half-open TCP connection never answers).
 const IDLE_PING: Duration = Duration::from_secs(30);
+/// How long a connection looks for its next PDU before sleeping (see `spin_for_input`).
+static SPIN_WINDOW: std::sync::LazyLock<Duration> = std::sync::LazyLock::new(|| {
+    let us = std::env::var("ISCTL_SPIN_US")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
+    Duration::from_micros(us)
+});
 /// The largest write the engine buffers for one command (the SCSI layer's maximum
 /// transfer is 32 MiB; block limits VPD tells initiators so).
 const MAX_WRITE_BUFFER: u32 = 64 << 20;
@@ -438,6 +446,7 @@ impl Conn {
     /// Wait until input is available. Sends keep-alive pings on a quiet connection.
     /// `Ok(false)`: stop (engine stopping, or the peer stopped answering).
     fn wait_for_input(&mut self) -> io::Result<bool> {
+        self.spin_for_input();
         loop {
             match self.reader.fill_buf() {
                 Ok([]) => return Ok(false),
@@ -462,6 +471,35 @@ impl Conn {
                 }
                 Err(e) => return Err(e),
             }
+        }
+    }
+
+    /// Before sleeping in `read`, look for the next PDU for a few microseconds: at
+    /// queue depth 1 the initiator's next command usually arrives within that time,
+    /// and a thread that has not slept answers it without a scheduler wake-up (which
+    /// costs tens of microseconds across CPUs). Each look yields the CPU, so an
+    /// initiator on the same CPU is not starved. `ISCTL_SPIN_US=0` turns it off.
+    fn spin_for_input(&mut self) {
+        let window = *SPIN_WINDOW;
+        if window.is_zero() {
+            return;
+        }
+        let start = Instant::now();
+        let mut probe = [0u8; 1];
+        while start.elapsed() < window {
+            // MSG_PEEK | MSG_DONTWAIT: POSIX on Linux, macOS and the BSDs.
+            let n = unsafe {
+                libc::recv(
+                    std::os::fd::AsRawFd::as_raw_fd(&self.stream),
+                    probe.as_mut_ptr().cast(),
+                    1,
+                    libc::MSG_PEEK | libc::MSG_DONTWAIT,
+                )
+            };
+            if n != -1 {
+                return; // data (or EOF) is there: the read will not block
+            }
+            std::thread::yield_now();
         }
     }
 
