@@ -46,12 +46,14 @@ pub struct GlobalArgs {
     )]
     pub state_dir: PathBuf,
 
-    /// Control socket of the userspace engine (`isctl serve`).
+    /// Control socket of the userspace engine (`isctl serve`) [default: /run/isctl/engine.sock
+    /// for root, else $XDG_RUNTIME_DIR/isctl/engine.sock or /tmp/isctl-UID/engine.sock].
     #[arg(
         long,
         global = true,
         value_name = "PATH",
-        default_value = "/run/isctl/engine.sock",
+        default_value_os_t = default_socket(),
+        hide_default_value = true,
         env = "ISCTL_SOCKET"
     )]
     pub socket: PathBuf,
@@ -230,4 +232,19 @@ pub struct ProbeArgs {
 pub struct GenerateDocsArgs {
     /// Directory to write `man/*.1` and `completions/{isctl.bash,_isctl,isctl.fish}` into.
     pub out_dir: PathBuf,
+}
+
+/// The engine's control socket when `--socket` is not given: `/run/isctl/engine.sock`
+/// for root (the systemd units), else `$XDG_RUNTIME_DIR/isctl/engine.sock` or
+/// `/tmp/isctl-<uid>/engine.sock`, so that `isctl serve` runs without root and the
+/// other commands of the same user find it.
+pub fn default_socket() -> PathBuf {
+    let uid = nix::unistd::geteuid();
+    if uid.is_root() {
+        return PathBuf::from("/run/isctl/engine.sock");
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir).join("isctl/engine.sock"),
+        _ => PathBuf::from(format!("/tmp/isctl-{uid}/engine.sock")),
+    }
 }
