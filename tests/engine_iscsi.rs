@@ -470,21 +470,91 @@ fn recv(s: &mut TcpStream) -> Option<([u8; 48], Vec<u8>)> {
 
 /// Log in to `target` without authentication, straight to full feature phase.
 fn login(port: u16, target: &str) -> TcpStream {
+    login_conn(port, target, 0, 0, "").0
+}
+
+/// Log a connection in: `tsih` 0 starts a session, else joins it with `cid`.
+/// Returns the stream and the session's TSIH.
+fn login_conn(port: u16, target: &str, tsih: u16, cid: u16, extra: &str) -> (TcpStream, u16) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut h = bhs(0x43, 0x80 | 0x03);
     h[8] = 0x80;
     h[13] = 7;
+    h[14..16].copy_from_slice(&tsih.to_be_bytes());
     set_u32(&mut h, 16, 1);
+    h[20..22].copy_from_slice(&cid.to_be_bytes());
     set_u32(&mut h, 24, 1);
     let text = format!(
-        "InitiatorName=iqn.2026-11.test:hostile\0SessionType=Normal\0TargetName={BASE}:{target}\0AuthMethod=None\0"
+        "InitiatorName=iqn.2026-11.test:hostile\0SessionType=Normal\0TargetName={BASE}:{target}\0AuthMethod=None\0{extra}"
     );
     send(&mut s, h, text.as_bytes());
     let (r, _) = recv(&mut s).expect("login response");
     assert_eq!((r[0] & 0x3f, r[36], r[37]), (0x23, 0, 0), "login failed");
     assert_eq!(r[1] & 0x83, 0x83, "not in full feature phase");
-    s
+    (s, u16::from_be_bytes([r[14], r[15]]))
+}
+
+#[test]
+#[ignore = "needs libiscsi-bin: run via tests/run.sh"]
+fn a_session_takes_a_second_connection_and_logout_closes_both() {
+    let (dir, port, _m, _engine) = boot("");
+    let sock = dir.path().join("engine.sock");
+    let (mut c0, tsih) = login_conn(port, "open", 0, 0, "MaxConnections=2\0");
+    assert_ne!(tsih, 0);
+    let (mut c1, joined) = login_conn(port, "open", tsih, 1, "");
+    assert_eq!(
+        joined, tsih,
+        "the second connection did not join the session"
+    );
+    let o = isctl(&sock, &["sessions", "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["count"], 1, "{v}");
+    assert_eq!(
+        v["sessions"][0]["connections"].as_array().map(|c| c.len()),
+        Some(2),
+        "{v}"
+    );
+    // Commands on either connection share the session's CmdSN window.
+    for (s, sn) in [(&mut c0, 1u32), (&mut c1, 2)] {
+        let mut tur = bhs(0x01, 0x80);
+        set_u32(&mut tur, 16, 100 + sn);
+        set_u32(&mut tur, 24, sn);
+        send(s, tur, &[]);
+        let (r, _) = recv(s).expect("SCSI Response");
+        assert_eq!((r[0] & 0x3f, r[3]), (0x21, 0), "TEST UNIT READY failed");
+        assert_eq!(
+            u32::from_be_bytes([r[28], r[29], r[30], r[31]]),
+            sn + 1,
+            "ExpCmdSN"
+        );
+    }
+    // A third connection is over MaxConnections=2.
+    let mut c2 = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c2.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut h = bhs(0x43, 0x83);
+    h[8] = 0x80;
+    h[13] = 7;
+    h[14..16].copy_from_slice(&tsih.to_be_bytes());
+    h[21] = 2;
+    send(
+        &mut c2,
+        h,
+        format!("InitiatorName=iqn.2026-11.test:hostile\0TargetName={BASE}:open\0").as_bytes(),
+    );
+    let (r, _) = recv(&mut c2).expect("login response");
+    assert_eq!((r[36], r[37]), (2, 6), "expected TOO MANY CONNECTIONS");
+    // Logout "close the session" on one connection ends the other too.
+    let mut lo = bhs(0x46, 0x80);
+    set_u32(&mut lo, 16, 200);
+    set_u32(&mut lo, 24, 3);
+    send(&mut c0, lo, &[]);
+    let (r, _) = recv(&mut c0).expect("Logout Response");
+    assert_eq!((r[0] & 0x3f, r[2]), (0x26, 0));
+    assert!(
+        recv(&mut c1).is_none(),
+        "the second connection outlived its session"
+    );
 }
 
 #[test]

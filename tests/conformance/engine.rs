@@ -18,14 +18,26 @@ impl Drop for Engine {
     }
 }
 
-/// A TCP port nobody listens on right now (the OS picks it), so that tests running
-/// side by side, or a developer's engine on a fixed port, never collide.
+/// A TCP port nobody listens on, distinct for every call in this process, and below
+/// Linux's ephemeral range (32768-60999) so that no initiator's source port and no
+/// other test's engine can take it between this call and the engine's bind.
 #[allow(dead_code)]
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("find a free port")
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let _ = NEXT.compare_exchange(
+        0,
+        20_000 + (std::process::id() % 400) as u16 * 25,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    loop {
+        let port = NEXT.fetch_add(1, Ordering::SeqCst);
+        assert!(port < 32_000, "no free test port left");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 #[allow(dead_code)]

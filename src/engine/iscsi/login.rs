@@ -305,7 +305,9 @@ impl Login {
 
         // Transit when the initiator asks and the target is ready.
         let ready = match self.stage {
-            Stage::Security => self.auth_done || (!self.auth_required() && self.auth_method_agreed),
+            // Without authentication to do, a security stage that never named an
+            // AuthMethod may still transit (some initiators omit AuthMethod=None).
+            Stage::Security => self.auth_done || !self.auth_required(),
             _ => true,
         };
         let data = negotiate::encode_text(&answer);
