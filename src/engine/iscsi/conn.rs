@@ -205,7 +205,7 @@ impl Conn {
                     tracing::info!("login PDU with a {len}-byte data segment: refused");
                     let mut r = Bhs::new(Opcode::LoginResponse);
                     r.set_itt(bhs.itt());
-                    r.0[36] = 2;
+                    r.set_login_status(LoginStatus::INITIATOR_ERROR.0);
                     self.push(r, &[])?;
                     self.flush()?;
                     return Ok(false);
@@ -225,8 +225,7 @@ impl Conn {
                 }
                 Step::Fail(bhs, reason) => {
                     tracing::info!(
-                        status =
-                            format!("{:#06x}", u16::from(bhs.0[36]) << 8 | u16::from(bhs.0[37])),
+                        status = format!("{:#06x}", bhs.login_status()),
                         "login refused: {reason}"
                     );
                     self.push(bhs, &[])?;
@@ -369,8 +368,7 @@ impl Conn {
     fn fail_bind(&mut self, mut response: Bhs, status: LoginStatus, why: &str) -> io::Result<bool> {
         tracing::info!("login refused: {why}");
         response.set_flags(0);
-        response.0[36] = (status.0 >> 8) as u8;
-        response.0[37] = status.0 as u8;
+        response.set_login_status(status.0);
         self.push(response, &[])?;
         self.flush()?;
         Ok(false)
@@ -698,7 +696,7 @@ impl Conn {
                     data_in: Vec::new(),
                     residual: Residual::Underflow(task.expected_len),
                 };
-                return self.send_response(itt, resp, r2t_count, 0);
+                return self.send_response(itt, resp, r2t_count);
             }
             self.execute(
                 task.lun_field,
@@ -720,11 +718,7 @@ impl Conn {
             let len = sp
                 .max_burst_length
                 .min(task.expected_len - task.next_offset);
-            let ttt = self.next_ttt;
-            self.next_ttt = self.next_ttt.wrapping_add(1).max(1);
-            if self.next_ttt == RESERVED_TAG {
-                self.next_ttt = 1;
-            }
+            let ttt = next_tag(&mut self.next_ttt);
             task.r2ts.push(R2tState {
                 ttt,
                 offset: task.next_offset,
@@ -838,23 +832,14 @@ impl Conn {
             tag: itt,
         };
         let resp = target.execute(nexus, &cmd);
-        let read = matches!(
-            direction,
-            DataDirection::Read | DataDirection::Bidirectional
-        );
-        let _ = self.send_response(itt, resp, r2t_count, if read { expected_len } else { 0 });
+        // A write error surfaces again at the next flush, which ends the connection.
+        let _ = self.send_response(itt, resp, r2t_count);
     }
 
     /// Data-In PDUs (each at most the initiator's MaxRecvDataSegmentLength, a sequence
     /// at most MaxBurstLength), with the status folded into the last one when the
     /// command succeeded; else a SCSI Response.
-    fn send_response(
-        &mut self,
-        itt: u32,
-        resp: Response,
-        r2t_count: u32,
-        _read_len: u32,
-    ) -> io::Result<()> {
+    fn send_response(&mut self, itt: u32, resp: Response, r2t_count: u32) -> io::Result<()> {
         let good =
             matches!(resp.status, Status::GOOD | Status::CONDITION_MET) && resp.sense.is_empty();
         let (res_flags, res_count) = match resp.residual {
@@ -1156,12 +1141,7 @@ impl Conn {
     }
 
     fn new_ttt(&mut self) -> u32 {
-        let t = self.next_ttt;
-        self.next_ttt = self.next_ttt.wrapping_add(1);
-        if self.next_ttt == RESERVED_TAG || self.next_ttt == 0 {
-            self.next_ttt = 1;
-        }
-        t
+        next_tag(&mut self.next_ttt)
     }
 
     fn push(&mut self, bhs: Bhs, data: &[u8]) -> io::Result<()> {
@@ -1181,6 +1161,16 @@ impl Conn {
                 .connection_closed(&s, self.cid, self.peer);
         }
     }
+}
+
+/// The next target transfer tag: never 0 and never the reserved 0xffffffff.
+fn next_tag(counter: &mut u32) -> u32 {
+    let t = *counter;
+    *counter = counter.wrapping_add(1);
+    if *counter == RESERVED_TAG || *counter == 0 {
+        *counter = 1;
+    }
+    t
 }
 
 fn is_timeout(e: &io::Error) -> bool {

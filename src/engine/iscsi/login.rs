@@ -247,9 +247,6 @@ impl Login {
             match k.as_str() {
                 "InitiatorName" | "TargetName" | "SessionType" => {}
                 "InitiatorAlias" => self.initiator_alias = Some(v),
-                "AuthMethod" | "CHAP_A" | "CHAP_N" | "CHAP_R" | "CHAP_I" | "CHAP_C" => {
-                    rest.push((k, v));
-                }
                 _ => rest.push((k, v)),
             }
         }
@@ -497,8 +494,7 @@ impl Login {
         let mut r = self.response(req, false, 0);
         r.set_flags(0);
         // Status-Class and Status-Detail: bytes 36 and 37.
-        r.0[36] = (status.0 >> 8) as u8;
-        r.0[37] = status.0 as u8;
+        r.set_login_status(status.0);
         Step::Fail(r, reason)
     }
 }

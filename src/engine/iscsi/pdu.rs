@@ -242,6 +242,13 @@ impl Bhs {
     pub fn set_tsih(&mut self, v: u16) {
         self.set_u16_at(14, v)
     }
+    /// Login Response: Status-Class and Status-Detail (bytes 36-37) as one number.
+    pub fn login_status(&self) -> u16 {
+        self.u16_at(36)
+    }
+    pub fn set_login_status(&mut self, status: u16) {
+        self.set_u16_at(36, status)
+    }
     /// Login and Logout requests: the connection id (bytes 20-21).
     pub fn cid(&self) -> u16 {
         self.u16_at(20)

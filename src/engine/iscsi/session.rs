@@ -255,13 +255,17 @@ impl Registry {
     /// removed its target). Its connections are shut down.
     pub fn remove(&self, session: &Arc<Session>) {
         let mut g = self.lock();
-        if let Some(s) = g.sessions.get(&session.tsih) {
-            if Arc::ptr_eq(s, session) {
-                g.sessions.remove(&session.tsih);
-                end(session);
-            }
+        let registered = g
+            .sessions
+            .get(&session.tsih)
+            .is_some_and(|s| Arc::ptr_eq(s, session));
+        if registered {
+            g.sessions.remove(&session.tsih);
+            end(session);
+        } else {
+            // Already ended elsewhere: still make sure its sockets are closed.
+            session.shutdown_all();
         }
-        session.shutdown_all();
     }
 }
 

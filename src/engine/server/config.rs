@@ -136,16 +136,7 @@ impl Config {
 
     /// Does the group admit this initiator from this address?
     pub fn admits(&self, group: &TargetGroup, initiator: &str, ip: IpAddr) -> bool {
-        let Some(ig) = &group.initiator_group else {
-            return true;
-        };
-        let Some(ig) = self.model.initiator_groups.get(ig) else {
-            return false;
-        };
-        let name_ok = ig.any_initiator() || ig.initiators.iter().any(|n| n.as_str() == initiator);
-        let ip = canonical(ip);
-        let net_ok = ig.any_network() || ig.networks.iter().any(|n| n.contains(&ip));
-        name_ok && net_ok
+        admits_in(&self.model, group, initiator, ip)
     }
 
     /// The group through which `initiator` at `ip` may reach `target` on portal `portal`.
@@ -498,6 +489,8 @@ fn strip_group(
     )
 }
 
+/// Does `group` of `model` admit this initiator from this address? (Shared by the
+/// running configuration and by the diff against a model not yet applied.)
 fn admits_in(model: &Model, group: &TargetGroup, initiator: &str, ip: IpAddr) -> bool {
     let Some(ig) = &group.initiator_group else {
         return true;

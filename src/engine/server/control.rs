@@ -182,7 +182,41 @@ fn handle(server: &Arc<Server>, stream: UnixStream) {
 
 fn answer(server: &Arc<Server>, req: Request) -> serde_json::Value {
     let ok = |v: serde_json::Value| serde_json::json!({"ok": true, "result": v});
-    let fail = |e: ServeError| match &e {
+    match req {
+        Request::Status => ok(serde_json::to_value(status(server)).unwrap_or_default()),
+        Request::Sessions => ok(serde_json::to_value(sessions(server)).unwrap_or_default()),
+        Request::Plan { path } | Request::Apply { path, .. } if !path.is_absolute() => {
+            serde_json::json!({"ok": false, "error": format!("{}: the engine needs an absolute path", path.display())})
+        }
+        Request::Plan { path } => reconfigure_from(server, path, false, true),
+        Request::Apply { path, force } => reconfigure_from(server, path, force, false),
+        Request::Reload { force } => {
+            let path = server.config().source.clone();
+            reconfigure_from(server, path, force, false)
+        }
+    }
+}
+
+/// Load the model at `path` and plan (`dry_run`) or apply it, as a JSON reply.
+fn reconfigure_from(
+    server: &Arc<Server>,
+    path: PathBuf,
+    force: bool,
+    dry_run: bool,
+) -> serde_json::Value {
+    let result = crate::model::load(&path)
+        .map_err(ServeError::from)
+        .and_then(|l| server.reconfigure(l.model, path, force, dry_run));
+    match result {
+        Ok(r) => {
+            serde_json::json!({"ok": true, "result": serde_json::to_value(r).unwrap_or_default()})
+        }
+        Err(e) => failure(e),
+    }
+}
+
+fn failure(e: ServeError) -> serde_json::Value {
+    match &e {
         ServeError::Refused { changes, .. } => {
             serde_json::json!({"ok": false, "refused": true, "error": e.to_string(), "changes": changes})
         }
@@ -190,37 +224,6 @@ fn answer(server: &Arc<Server>, req: Request) -> serde_json::Value {
             serde_json::json!({"ok": false, "invalid_model": true, "error": m.to_string()})
         }
         _ => serde_json::json!({"ok": false, "error": e.to_string()}),
-    };
-    match req {
-        Request::Status => ok(serde_json::to_value(status(server)).unwrap_or_default()),
-        Request::Sessions => ok(serde_json::to_value(sessions(server)).unwrap_or_default()),
-        Request::Plan { path } | Request::Apply { path, .. } if !path.is_absolute() => {
-            serde_json::json!({"ok": false, "error": format!("{}: the engine needs an absolute path", path.display())})
-        }
-        Request::Plan { path } => match crate::model::load(&path) {
-            Ok(l) => match server.reconfigure(l.model, path, false, true) {
-                Ok(r) => ok(serde_json::to_value(r).unwrap_or_default()),
-                Err(e) => fail(e),
-            },
-            Err(e) => fail(e.into()),
-        },
-        Request::Apply { path, force } => match crate::model::load(&path) {
-            Ok(l) => match server.reconfigure(l.model, path, force, false) {
-                Ok(r) => ok(serde_json::to_value(r).unwrap_or_default()),
-                Err(e) => fail(e),
-            },
-            Err(e) => fail(e.into()),
-        },
-        Request::Reload { force } => {
-            let path = server.config().source.clone();
-            match crate::model::load(&path) {
-                Ok(l) => match server.reconfigure(l.model, path, force, false) {
-                    Ok(r) => ok(serde_json::to_value(r).unwrap_or_default()),
-                    Err(e) => fail(e),
-                },
-                Err(e) => fail(e.into()),
-            }
-        }
     }
 }
 
