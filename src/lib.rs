@@ -20,4 +20,5 @@ pub mod cli;
 pub mod engine;
 pub mod model;
 pub mod plan;
+pub mod reconcile;
 pub mod state;

@@ -363,17 +363,24 @@ fn live_reload_keeps_untouched_sessions_and_refuses_cuts() {
     );
     assert_ne!(cut, text);
     std::fs::write(&gone, cut).unwrap();
+    // The plan reads as LIO's does: the change, the session it cuts, the refusal.
     let o = isctl(
         &sock,
         &["plan", "--detailed-exitcode", gone.to_str().unwrap()],
     );
-    assert_eq!(o.status.code(), Some(2), "{}", all(&o));
+    assert_eq!(o.status.code(), Some(4), "{}", all(&o));
     assert!(
-        all(&o).contains(&format!("- target {BASE}:open"))
-            && all(&o).contains("1 logged-in session"),
+        all(&o).contains(&format!("- target \"{BASE}:open\""))
+            && all(&o).contains("Logged-in sessions this plan would cut:")
+            && all(&o).contains("the plan would cut 1 logged-in session(s)"),
         "{}",
         all(&o)
     );
+    let o = isctl(&sock, &["plan", "-o", "json", gone.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(4), "{}", all(&o));
+    let plan: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(plan["refusals"][0]["kind"], "sessions", "{plan}");
+    assert_eq!(plan["changes"][0]["object"]["kind"], "target", "{plan}");
     let o = isctl(&sock, &["apply", "--auto-approve", gone.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(4), "{}", all(&o));
     assert!(all(&o).contains("--force"), "{}", all(&o));

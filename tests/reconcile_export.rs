@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 
 use isctl::backend::lio::ConfigFs;
 use isctl::backend::sim::Sim;
-use isctl::cli::cmd::export::{render_json, render_toml, self_check, SecretsMode};
+use isctl::model::render::{render_json, render_toml, SecretsMode};
+use isctl::reconcile::check_export;
 use isctl::state::{self, export::to_model};
 use reconcile_common::*;
 
@@ -167,7 +168,7 @@ fn isctl_applied_host_exports_losslessly() {
     let (_, p) = h.plan_state(&desired, no_opts());
     assert!(p.is_empty(), "{:#?}", p.changes);
     // Through TOML and the model loader as well.
-    assert!(self_check(&ex.model, &h.observe(), &h.backend).is_empty());
+    assert!(check_export(&ex.model, &h.observe(), &h.backend).is_empty());
 }
 
 #[test]
@@ -288,11 +289,11 @@ fn export_self_check_catches_what_to_model_misses() {
     let observed = h.observe();
     let ex = to_model(&h.observe_full().state);
     assert!(ex.lossless());
-    assert!(self_check(&ex.model, &observed, &h.backend).is_empty());
+    assert!(check_export(&ex.model, &observed, &h.backend).is_empty());
     // A value the model loader refuses (a space in a serial) ...
     let mut bad = ex.clone();
     bad.model.extents.get_mut("disk1").unwrap().serial = "has space".into();
-    let problems = self_check(&bad.model, &observed, &h.backend);
+    let problems = check_export(&bad.model, &observed, &h.backend);
     assert!(
         problems.iter().any(|p| p.problem.contains("does not load")),
         "{problems:#?}"
@@ -300,7 +301,7 @@ fn export_self_check_catches_what_to_model_misses() {
     // ... and a value that loads but differs from the live one.
     let mut drift = ex.clone();
     drift.model.targets.values_mut().next().unwrap().alias = Some("drifted".into());
-    let problems = self_check(&drift.model, &observed, &h.backend);
+    let problems = check_export(&drift.model, &observed, &h.backend);
     assert!(
         problems.iter().any(|p| p.problem.contains("self-check")),
         "{problems:#?}"

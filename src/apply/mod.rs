@@ -16,7 +16,7 @@ pub mod lock;
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use crate::backend::{Backend, Execution, OpError};
+use crate::backend::Backend;
 use crate::plan::{Plan, Summary};
 use crate::state::State;
 
@@ -104,9 +104,6 @@ pub enum ApplyError {
     Refused,
     #[error("{0}")]
     Failed(ApplyFailed),
-    /// A whole-plan backend failed (it is responsible for its own atomicity).
-    #[error("apply failed: {0}")]
-    Backend(OpError),
     #[error(transparent)]
     Ledger(#[from] LedgerError),
 }
@@ -114,7 +111,7 @@ pub enum ApplyError {
 /// Apply `plan` (made from `desired`) and record the managed objects.
 pub fn apply(
     plan: &Plan,
-    desired: &State,
+    _desired: &State,
     backend: &dyn Backend,
     ledger: &mut Ledger,
     opts: &ApplyOptions,
@@ -124,29 +121,22 @@ pub fn apply(
     }
     let start = Instant::now();
     let before = backend.operations_performed();
-    match backend.execution() {
-        Execution::PerOp(exec) => {
-            if let Err(failure) = executor::run(plan, exec, opts.workers) {
-                // What rollback could not undo stays managed, so that the next
-                // apply (or --prune) can clean it up.
-                if !failure.left_applied.is_empty() {
-                    let mut objs = ledger.objects();
-                    for &i in &failure.left_applied {
-                        objs.insert(plan.ops[i].op.object());
-                    }
-                    ledger.set_objects(objs);
-                    ledger.save()?;
-                }
-                return Err(ApplyError::Failed(ApplyFailed {
-                    failure,
-                    total_ops: plan.ops.len(),
-                    operations: backend.operations_performed() - before,
-                }));
+    if let Err(failure) = executor::run(plan, backend.executor(), opts.workers) {
+        // What rollback could not undo stays managed, so that the next
+        // apply (or --prune) can clean it up.
+        if !failure.left_applied.is_empty() {
+            let mut objs = ledger.objects();
+            for &i in &failure.left_applied {
+                objs.insert(plan.ops[i].op.object());
             }
+            ledger.set_objects(objs);
+            ledger.save()?;
         }
-        Execution::WholePlan(pe) => {
-            pe.apply_plan(plan, desired).map_err(ApplyError::Backend)?;
-        }
+        return Err(ApplyError::Failed(ApplyFailed {
+            failure,
+            total_ops: plan.ops.len(),
+            operations: backend.operations_performed() - before,
+        }));
     }
     ledger.set_objects(plan.ledger_after.clone());
     ledger.set_applied(plan.applied_attributes.clone());

@@ -1,24 +1,29 @@
-//! Backends observe live state and carry out plan operations: LIO (configfs) and,
-//! later, the userspace engine.
+//! Backends: where a model is made real. LIO (configfs), its simulator, and the
+//! userspace engine reached through its control socket.
 //!
-//! Owns: the [`Backend`] trait (observe → [`Observed`], host facts, the cost of an
-//! op, how a plan is executed), the LIO backend ([`lio`]: every configfs path, the
-//! observer, op execution over a [`lio::ConfigFs`]) and the simulated configfs
-//! ([`sim`]) used by tests and by `ISCTL_SIMULATE`.
-//! Does not: decide what to change (`plan`), order or roll back (`apply`).
-//! In: ops. Out: observations, executed syscalls, errors with errno and path.
+//! Owns: the [`Backend`] trait for configfs-shaped backends (observe → [`Observed`],
+//! host facts, the cost of an op, an [`OpExecutor`] that carries ops out one at a
+//! time), the LIO backend ([`lio`]: every configfs path, the observer, op execution
+//! over a [`lio::ConfigFs`]), the simulated configfs ([`sim`]) used by tests and by
+//! `ISCTL_SIMULATE`, and the client of the userspace engine ([`userspace`]: plan,
+//! apply, status and sessions through the engine's control socket).
+//! Does not: decide what to change (`plan`), order or roll back (`apply`), or choose
+//! between backends (`reconcile`).
+//! In: ops, or a model path for the engine. Out: observations, executed syscalls,
+//! errors with errno and path; the engine's plans and reports.
 //!
-//! Two execution styles are supported so that a backend never has to pretend:
-//! [`Execution::PerOp`] (LIO: the executor in `apply` runs ops in lanes, journals
-//! them and undoes them) and [`Execution::WholePlan`] (an engine that takes the whole
-//! desired configuration at once over its control socket and is atomic itself).
+//! Why the engine is not a [`Backend`]: it serves the model itself and applies a new
+//! one as a whole (open everything, then swap), so it plans in the model's terms
+//! (`plan::served`) instead of being observed as configfs objects and driven op by
+//! op. Both speak the same plan type, so `reconcile::Host` hides the difference.
 
 pub mod lio;
 pub mod sim;
+pub mod userspace;
 
 use std::fmt;
 
-use crate::plan::{Op, Plan};
+use crate::plan::Op;
 use crate::state::{HostFacts, Observed, State};
 
 /// How much to read when observing.
@@ -97,18 +102,6 @@ pub trait OpExecutor: Sync {
     fn execute_tolerant(&self, op: &Op) -> Result<(), OpError>;
 }
 
-/// Applies a whole plan at once (a backend that is transactional itself).
-pub trait PlanExecutor: Sync {
-    /// Apply; returns the number of backend operations performed.
-    fn apply_plan(&self, plan: &Plan, desired: &State) -> Result<u64, OpError>;
-}
-
-/// How a backend executes plans.
-pub enum Execution<'a> {
-    PerOp(&'a dyn OpExecutor),
-    WholePlan(&'a dyn PlanExecutor),
-}
-
 /// A place isctl can observe and change.
 pub trait Backend: Sync {
     /// `lio`, `userspace`.
@@ -121,7 +114,9 @@ pub trait Backend: Sync {
     fn host_facts(&self, desired: &State) -> HostFacts;
     /// How many backend operations (configfs syscalls for LIO) `op` expands to.
     fn operation_count(&self, op: &Op) -> u64;
-    fn execution(&self) -> Execution<'_>;
+    /// What carries out the plan's ops one at a time (the executor in `apply` runs
+    /// them in lanes, journals them and undoes them on failure).
+    fn executor(&self) -> &dyn OpExecutor;
     /// Mutating backend operations performed so far by this process (for the
     /// apply summary), if the backend counts them.
     fn operations_performed(&self) -> u64;

@@ -1,7 +1,7 @@
 //! What the user typed: clap definitions of every command and option, no syscalls.
 //!
-//! Resolution (backend choice, secret loading, locks) happens in the command modules
-//! under `cmd/`, after parsing, so that `--help` and usage errors never touch the system.
+//! Resolution (backend choice, output format, state dir, socket) happens once after
+//! parsing, in `cli::resolve`, so that `--help` and usage errors never touch the system.
 
 use std::path::PathBuf;
 
@@ -101,10 +101,6 @@ pub enum Command {
     Sessions(SessionsArgs),
     /// Run the userspace iSCSI engine serving a model.
     Serve(ServeArgs),
-    /// Re-apply whenever the model changes; report drift.
-    Watch(WatchArgs),
-    /// Log in to a target like an initiator and report what it sees.
-    Probe(ProbeArgs),
     /// Write man pages and shell completions (for packaging).
     #[command(hide = true)]
     GenerateDocs(GenerateDocsArgs),
@@ -144,9 +140,6 @@ pub struct ApplyArgs {
     /// Allow changes that cut logged-in sessions.
     #[arg(long)]
     pub force: bool,
-    /// After applying, log in to every target like an initiator and check its LUNs.
-    #[arg(long)]
-    pub verify: bool,
     /// Seconds to wait for another apply's lock (0: fail at once).
     #[arg(long, default_value_t = 0, value_name = "SECS")]
     pub lock_timeout: u64,
@@ -190,42 +183,6 @@ pub struct SessionsArgs {
 pub struct ServeArgs {
     /// Model file or directory of *.toml files.
     pub path: PathBuf,
-}
-
-#[derive(Debug, Args)]
-pub struct WatchArgs {
-    /// Model file or directory of *.toml files.
-    pub path: PathBuf,
-    /// Milliseconds of quiet before a change is applied.
-    #[arg(long, default_value_t = 500, value_name = "MS")]
-    pub debounce: u64,
-    /// Seconds between drift checks when nothing changes (0: never).
-    #[arg(long, default_value_t = 60, value_name = "SECS")]
-    pub drift_interval: u64,
-    /// Allow changes that cut logged-in sessions.
-    #[arg(long)]
-    pub force: bool,
-    /// Delete unmanaged live objects too.
-    #[arg(long)]
-    pub prune: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct ProbeArgs {
-    /// Portal to probe: `host[:port]`, or an `iscsi://host[:port]/iqn/lun` URL.
-    pub portal: String,
-    /// Take CHAP credentials for each target from this model.
-    #[arg(long, value_name = "PATH")]
-    pub model: Option<PathBuf>,
-    /// Initiator name to log in as.
-    #[arg(long, default_value = "iqn.2026-11.io.isctl:probe")]
-    pub initiator: String,
-    /// CHAP user name.
-    #[arg(long)]
-    pub chap_user: Option<String>,
-    /// Environment variable holding the CHAP secret (never a command-line argument).
-    #[arg(long, value_name = "VAR")]
-    pub chap_secret_env: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -1,14 +1,20 @@
 //! The binary edge: parse the command line, set up logging, dispatch to one module
 //! per verb, turn results into exit codes.
 //!
-//! Owns: argument definitions (`args`), exit codes (`exit`), the verbs (`cmd/*`).
+//! Owns: argument definitions (`args`: what the user typed), the resolve stage
+//! (`resolve`: the backend, output format, state dir and socket, decided once),
+//! confirmation (`confirm`), exit codes (`exit`, and [`exit_code_for`] mapping
+//! library errors to them in one place), the verbs (`cmd/*`, which never import
+//! each other).
 //! Does not: decide anything about the model or the kernel; the verbs call the
-//! library (`model`, `plan`, `apply`, `backend`, `engine`).
+//! library (`model`, `reconcile`, `plan::render`, `state::export`).
 //! This is the only place that uses `anyhow` and the only place that exits.
 
 pub mod args;
 pub mod cmd;
+pub mod confirm;
 pub mod exit;
+pub mod resolve;
 
 use std::process::ExitCode;
 
@@ -44,24 +50,66 @@ pub fn main() -> ExitCode {
                 }
             }
             eprintln!("error: {err:#}");
-            exit::code(cmd::exit_code_for(&err))
+            exit::code(exit_code_for(&err))
         }
     }
 }
 
 fn run(cli: &Cli) -> anyhow::Result<u8> {
-    let g = &cli.global;
+    let r = resolve::Resolved::new(&cli.global)?;
     match &cli.command {
-        Command::Validate(a) => cmd::validate::run(g, a),
-        Command::Plan(a) => cmd::plan::run(g, a),
-        Command::Apply(a) => cmd::apply::run(g, a),
-        Command::Export(a) => cmd::export::run(g, a),
-        Command::Status(a) => cmd::status::run(g, a),
-        Command::Sessions(a) => cmd::sessions::run(g, a),
-        Command::Serve(a) => cmd::serve::run(g, a),
-        Command::Watch(a) => cmd::watch::run(g, a),
-        Command::Probe(a) => cmd::probe::run(g, a),
+        Command::Validate(a) => cmd::validate::run(&r, a),
+        Command::Plan(a) => cmd::plan::run(&r, a),
+        Command::Apply(a) => cmd::apply::run(&r, a),
+        Command::Export(a) => cmd::export::run(&r, a),
+        Command::Status(a) => cmd::status::run(&r, a),
+        Command::Sessions(a) => cmd::sessions::run(&r, a),
+        Command::Serve(a) => cmd::serve::run(&r, a),
         Command::GenerateDocs(a) => cmd::generate_docs::run(a),
+    }
+}
+
+/// A command line that parses but does not make sense (exit 64).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// Exit code for an error that reached the top. Library error types that mean
+/// "invalid model", "refused" or "locked" are recognised here, in one place.
+pub fn exit_code_for(err: &anyhow::Error) -> u8 {
+    use crate::apply::{ApplyError, LockError};
+    use crate::backend::userspace::EngineError;
+    use crate::reconcile::ReconcileError;
+
+    let invalid_model = |e: &EngineError| matches!(e, EngineError::InvalidModel(_));
+    let refused = |e: &EngineError| matches!(e, EngineError::Refused(_) | EngineError::Stale(_));
+    let locked = |e: &LockError| matches!(e, LockError::Held { .. });
+    if err.downcast_ref::<UsageError>().is_some() {
+        return exit::USAGE;
+    }
+    if err.downcast_ref::<crate::model::ModelError>().is_some()
+        || err.downcast_ref::<EngineError>().is_some_and(invalid_model)
+    {
+        return exit::INVALID_MODEL;
+    }
+    if err.downcast_ref::<crate::plan::PlanRefused>().is_some()
+        || err.downcast_ref::<crate::state::LowerErrors>().is_some()
+        || err.downcast_ref::<confirm::NotApproved>().is_some()
+        || err.downcast_ref::<EngineError>().is_some_and(refused)
+    {
+        return exit::REFUSED;
+    }
+    if err.downcast_ref::<LockError>().is_some_and(locked) {
+        return exit::LOCKED;
+    }
+    match err.downcast_ref::<ReconcileError>() {
+        Some(ReconcileError::Lower(_)) | Some(ReconcileError::Apply(ApplyError::Refused)) => {
+            exit::REFUSED
+        }
+        Some(ReconcileError::Engine(e)) if invalid_model(e) => exit::INVALID_MODEL,
+        Some(ReconcileError::Engine(e)) if refused(e) => exit::REFUSED,
+        Some(ReconcileError::Lock(e)) if locked(e) => exit::LOCKED,
+        _ => exit::FAILURE,
     }
 }
 

@@ -21,6 +21,7 @@
 //!
 //! The engine never imports `backend` or `cli`.
 
+pub mod api;
 pub mod iscsi;
 pub mod lu;
 pub mod scsi;

@@ -21,6 +21,7 @@ mod diag;
 mod load;
 pub mod names;
 pub mod net;
+pub mod render;
 mod schema;
 pub mod secret;
 pub mod size;

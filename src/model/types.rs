@@ -113,6 +113,16 @@ impl InitiatorGroup {
     pub fn any_network(&self) -> bool {
         self.networks.is_empty()
     }
+    /// Does the group admit `initiator` connecting from `ip`? An IPv4-mapped IPv6
+    /// address (from a dual-stack listener) counts as the IPv4 address it carries.
+    pub fn admits(&self, initiator: &str, ip: std::net::IpAddr) -> bool {
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        (self.any_initiator() || self.initiators.iter().any(|n| n.as_str() == initiator))
+            && (self.any_network() || self.networks.iter().any(|n| n.contains(&ip)))
+    }
 }
 
 /// `[auth.<name>]`: CHAP credentials, secrets already resolved from
@@ -208,6 +218,21 @@ pub struct Target {
     /// One per portal group the target is reachable through (at least one).
     pub groups: Vec<TargetGroup>,
     pub origin: Origin,
+}
+
+impl Model {
+    /// Does `group` (of a target of this model) admit `initiator` connecting from
+    /// `ip`? No initiator group means anyone; a group the model does not define
+    /// admits no one.
+    pub fn admits(&self, group: &TargetGroup, initiator: &str, ip: std::net::IpAddr) -> bool {
+        match &group.initiator_group {
+            None => true,
+            Some(name) => self
+                .initiator_groups
+                .get(name)
+                .is_some_and(|ig| ig.admits(initiator, ip)),
+        }
+    }
 }
 
 /// `[[target.<key>.group]]`: reachability of a target through one portal group.

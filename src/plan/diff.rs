@@ -190,7 +190,7 @@ impl<'a> Differ<'a> {
             | ObjectId::MappedLun { target, tag, .. } => {
                 self.d.targets.get(target)?.tpgs.get(tag)?.origin.clone()
             }
-            ObjectId::DiscoveryAuth => None,
+            ObjectId::DiscoveryAuth | ObjectId::PortalGroup { .. } => None,
         }
     }
 
@@ -2258,7 +2258,10 @@ impl<'a> Differ<'a> {
                     .and_then(|tpg| tpg.acls.get(&s.initiator))
                     .is_some_and(|a| a.mapped.values().any(|m| m.tpg_lun == Some(*lun)))
             }
-            ObjectId::Backstore { .. } | ObjectId::Portal { .. } | ObjectId::DiscoveryAuth => false,
+            ObjectId::Backstore { .. }
+            | ObjectId::Portal { .. }
+            | ObjectId::DiscoveryAuth
+            | ObjectId::PortalGroup { .. } => false,
         }
     }
 
@@ -2336,6 +2339,7 @@ pub fn sort_key(id: &ObjectId) -> (u8, String, u16, u8, String, u64) {
     match id {
         ObjectId::Backstore { name } => (0, name.clone(), 0, 0, String::new(), 0),
         ObjectId::DiscoveryAuth => (1, String::new(), 0, 0, String::new(), 0),
+        ObjectId::PortalGroup { name } => (1, name.clone(), 0, 0, String::new(), 0),
         ObjectId::Target { target } => (2, target.clone(), 0, 0, String::new(), 0),
         ObjectId::Tpg { target, tag } => (2, target.clone(), *tag, 1, String::new(), 0),
         ObjectId::Portal {

@@ -13,19 +13,21 @@
 pub mod diff;
 pub mod op;
 pub mod render;
+pub mod served;
 
 use std::collections::BTreeSet;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::model::Origin;
 use crate::state::{ObjectId, Session};
 
 pub use diff::{diff, DiffOptions};
 pub use op::{AuthScope, BackstoreSetting, Lane, Op, Phase, TpgSetting, TpgSnapshot, LINK_NAME};
+pub use served::{diff_served, ServedPlan, ServedSession};
 
 /// What happens to one object.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     Create,
@@ -49,7 +51,7 @@ impl Action {
 
 /// One attribute of a change. Values are already rendered; secrets are
 /// `(sensitive)`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttrChange {
     pub name: String,
     pub old: Option<String>,
@@ -60,7 +62,7 @@ pub struct AttrChange {
 }
 
 /// An object-level change, for display.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Change {
     pub action: Action,
     pub object: ObjectId,
@@ -85,23 +87,63 @@ pub struct PlannedOp {
 }
 
 /// A session the plan would cut, and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionCut {
     pub session: Session,
     /// The change that cuts it.
     pub by: String,
 }
 
+/// Every kind of [`Refusal`]: the one vocabulary both backends refuse in.
+pub const REFUSAL_KINDS: &[&str] = &[
+    "sessions",
+    "shrink",
+    "backing_file",
+    "device",
+    "blocked",
+    "portal_conflict",
+];
+
 /// Why the plan must not be applied as it is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Refusal {
-    /// `sessions`, `shrink`, `backing_file`, `device`, `blocked`, `portal_conflict`.
+    /// One of [`REFUSAL_KINDS`].
     pub kind: &'static str,
     pub object: Option<ObjectId>,
     #[serde(skip)]
     pub origin: Option<Origin>,
     pub problem: String,
     pub fix: String,
+}
+
+/// A [`Refusal`] as read back (from the engine's control socket): its kind must be
+/// one of [`REFUSAL_KINDS`]; an unknown kind is an error, not a silent rename.
+#[derive(Deserialize)]
+struct RefusalWire {
+    kind: String,
+    object: Option<ObjectId>,
+    problem: String,
+    fix: String,
+}
+
+impl<'de> Deserialize<'de> for Refusal {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Refusal, D::Error> {
+        let w = RefusalWire::deserialize(d)?;
+        let kind = REFUSAL_KINDS
+            .iter()
+            .find(|k| **k == w.kind)
+            .copied()
+            .ok_or_else(|| {
+                serde::de::Error::custom(format!("unknown refusal kind {:?}", w.kind))
+            })?;
+        Ok(Refusal {
+            kind,
+            object: w.object,
+            origin: None,
+            problem: w.problem,
+            fix: w.fix,
+        })
+    }
 }
 
 impl std::fmt::Display for Refusal {
@@ -144,6 +186,9 @@ pub struct Plan {
         std::collections::BTreeMap<ObjectId, std::collections::BTreeMap<String, String>>,
     pub force: bool,
     pub prune: bool,
+    /// The backend takes the whole model at once and is atomic itself (the userspace
+    /// engine): there are no per-op steps, and no configfs operations to count.
+    pub applied_as_whole: bool,
 }
 
 impl Plan {
@@ -161,6 +206,30 @@ impl Plan {
         for p in &mut self.ops {
             p.backend_operations = count(&p.op);
         }
+    }
+
+    /// Refuse the plan when it cuts logged-in sessions and `force` is not set. The
+    /// same words for both backends, so that a script or a person reads one refusal.
+    pub fn refuse_session_cuts(&mut self) {
+        if self.sessions_cut.is_empty() || self.force {
+            return;
+        }
+        let list: Vec<String> = self
+            .sessions_cut
+            .iter()
+            .map(|c| format!("{} [{}]", c.session.describe(), c.by))
+            .collect();
+        self.refusals.push(Refusal {
+            kind: "sessions",
+            object: None,
+            origin: None,
+            problem: format!(
+                "the plan would cut {} logged-in session(s): {}",
+                list.len(),
+                list.join("; ")
+            ),
+            fix: "log the initiators out first, or pass --force to cut them".to_string(),
+        });
     }
 
     pub fn summary(&self) -> Summary {

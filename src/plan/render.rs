@@ -19,9 +19,14 @@ pub fn summary_line(plan: &Plan) -> String {
         return "No changes. The live configuration matches the model.".to_string();
     }
     let s = plan.summary();
+    let how = if plan.applied_as_whole {
+        "applied at once by the userspace engine".to_string()
+    } else {
+        format!("{} configfs operations", s.configfs_operations)
+    };
     format!(
-        "Plan: {} to add, {} to change, {} to destroy ({} configfs operations).",
-        s.add, s.change, s.destroy, s.configfs_operations
+        "Plan: {} to add, {} to change, {} to destroy ({how}).",
+        s.add, s.change, s.destroy
     )
 }
 

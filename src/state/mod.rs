@@ -399,6 +399,11 @@ pub enum ObjectId {
         initiator: String,
         lun: u64,
     },
+    /// A portal group of the userspace engine (its listening addresses, tag and
+    /// discovery authentication). LIO has no such object: its portals live in TPGs.
+    PortalGroup {
+        name: String,
+    },
 }
 
 impl ObjectId {
@@ -413,13 +418,16 @@ impl ObjectId {
             ObjectId::Lun { .. } => "lun",
             ObjectId::Acl { .. } => "acl",
             ObjectId::MappedLun { .. } => "mapped_lun",
+            ObjectId::PortalGroup { .. } => "portal_group",
         }
     }
 
     /// The target this object belongs to, if any.
     pub fn target(&self) -> Option<&str> {
         match self {
-            ObjectId::Backstore { .. } | ObjectId::DiscoveryAuth => None,
+            ObjectId::Backstore { .. } | ObjectId::DiscoveryAuth | ObjectId::PortalGroup { .. } => {
+                None
+            }
             ObjectId::Target { target }
             | ObjectId::Tpg { target, .. }
             | ObjectId::Portal { target, .. }
@@ -493,6 +501,7 @@ impl fmt::Display for ObjectId {
                 f,
                 "target {target:?} tpg {tag} acl {initiator:?} mapped_lun {lun}"
             ),
+            ObjectId::PortalGroup { name } => write!(f, "portal_group {name:?}"),
         }
     }
 }

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::State;
 
@@ -18,7 +18,7 @@ pub struct Observed {
 }
 
 /// A logged-in iSCSI session as the backend shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Session {
     pub target: String,
     pub tpg: u16,
@@ -52,13 +52,22 @@ impl Session {
 }
 
 /// One connection of a session.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Connection {
     pub cid: u16,
     pub state: String,
     /// The initiator's address as LIO prints it (IPv6 without brackets).
     pub address: String,
     pub transport: String,
+    /// The target-side address (`ip:port`) the connection came in on, where the
+    /// backend shows it (the engine does; LIO's `info` does not).
+    #[serde(default)]
+    pub local_address: Option<String>,
+    /// Negotiated digests, where the backend shows them (the engine).
+    #[serde(default)]
+    pub header_digest: Option<bool>,
+    #[serde(default)]
+    pub data_digest: Option<bool>,
 }
 
 /// Facts about backing files and devices the desired state names.

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use crate::plan::Op;
 use crate::state::{BackstoreKind, HostFacts, Observed, State};
 
-use super::{Backend, BackendError, Execution, ObserveScope, OpError, OpExecutor};
+use super::{Backend, BackendError, ObserveScope, OpError, OpExecutor};
 
 pub use fs::{ConfigFs, DirEntry, EntryKind, RealConfigFs};
 pub use host::{Host, RealHost};
@@ -226,8 +226,8 @@ impl Backend for LioBackend {
         exec::syscall_count(op)
     }
 
-    fn execution(&self) -> Execution<'_> {
-        Execution::PerOp(self)
+    fn executor(&self) -> &dyn OpExecutor {
+        self
     }
 
     fn operations_performed(&self) -> u64 {

@@ -724,6 +724,7 @@ pub fn parse_acl_info(info: &str, target: &str, tag: u16) -> Option<Session> {
                 state,
                 address,
                 transport,
+                ..Connection::default()
             });
         }
     }

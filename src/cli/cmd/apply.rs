@@ -1,29 +1,29 @@
-//! `isctl apply PATH`: make the live configuration match the model.
+//! `isctl apply PATH`: make the live configuration match the model, on either
+//! backend.
 //!
-//! Takes the apply lock first (so the plan cannot go stale under another apply),
-//! plans, prints the plan, asks for confirmation (`yes`) on a terminal unless
-//! `--auto-approve` (without a terminal and without `--auto-approve` it refuses),
-//! applies with rollback on failure, records the managed objects in the ledger.
+//! Takes the apply lock first where the backend needs one (so the plan cannot go
+//! stale under another apply), plans, prints the plan, asks for confirmation
+//! (`yes`) on a terminal unless `--auto-approve` (without a terminal and without
+//! `--auto-approve` it refuses), then applies exactly that plan: LIO with rollback on
+//! failure and the managed objects recorded in the ledger; the engine as a whole,
+//! refused if its configuration changed since the plan.
 //!
 //! Exit codes: 0 applied or nothing to do, 1 failed (rolled back), 3 invalid model,
 //! 4 refused, 5 locked.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::Write;
 use std::time::Duration;
 
 use serde_json::json;
 
-use crate::apply::{self, ApplyError, ApplyOptions, DEFAULT_WORKERS};
-use crate::cli::args::{ApplyArgs, GlobalArgs, OutputFormat};
+use crate::apply::{ApplyError, ApplyOptions, DEFAULT_WORKERS};
+use crate::backend::userspace::EngineError;
+use crate::cli::args::ApplyArgs;
+use crate::cli::confirm::confirm;
 use crate::cli::exit;
-use crate::plan::{render, DiffOptions, PlanRefused};
-
-use super::plan::{make_plan, open_backend};
-
-/// The user did not confirm (or could not be asked).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct NotApproved(pub String);
+use crate::cli::resolve::Resolved;
+use crate::plan::{render, DiffOptions, Plan, PlanRefused};
+use crate::reconcile::ReconcileError;
 
 /// Worker threads for the executor (`ISCTL_WORKERS`, default `DEFAULT_WORKERS`).
 fn workers() -> usize {
@@ -34,147 +34,123 @@ fn workers() -> usize {
         .unwrap_or(DEFAULT_WORKERS)
 }
 
-pub fn run(g: &GlobalArgs, args: &ApplyArgs) -> anyhow::Result<u8> {
-    if g.output == OutputFormat::Toml {
-        eprintln!("error: `isctl apply` prints text or json (-o text | -o json)");
-        return Ok(exit::USAGE);
+/// The JSON document `apply -o json` prints: the plan, and what became of it.
+fn emit(
+    plan: &Plan,
+    backend: &str,
+    status: &str,
+    ops: u64,
+    extra: serde_json::Value,
+) -> anyhow::Result<()> {
+    let mut doc = json!({
+        "backend": backend,
+        "status": status,
+        "configfs_operations": ops,
+        "summary": plan.summary(),
+        "plan": render::json(plan),
+    });
+    if let (Some(d), Some(e)) = (doc.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            d.insert(k.clone(), v.clone());
+        }
     }
-    if args.verify {
-        anyhow::bail!(
-            "apply --verify is not available yet (it needs `isctl probe`); apply without it and check with an initiator"
-        );
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, &doc)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+/// Print a plan refusal (JSON: the document; text: the refusals went out with the
+/// plan) and return the exit code or error.
+fn refused(r: &Resolved, plan: &Plan, backend: &str) -> anyhow::Result<u8> {
+    if r.json() {
+        emit(plan, backend, "refused", 0, json!({}))?;
+        return Ok(exit::REFUSED);
     }
-    if super::engine::selected(g) {
-        return super::engine::apply(g, args);
+    Err(PlanRefused {
+        problems: plan.refusals.len(),
     }
-    let json = g.output == OutputFormat::Json;
-    let open = open_backend(g)?;
-    let _lock = apply::acquire_lock(&g.state_dir, Duration::from_secs(args.lock_timeout))?;
-    let mut planned = make_plan(
-        g,
+    .into())
+}
+
+pub fn run(r: &Resolved, args: &ApplyArgs) -> anyhow::Result<u8> {
+    r.text_or_json("apply")?;
+    let model = r.load_model(&args.path)?;
+    let host = r.host()?;
+    let backend = host.name();
+    let _lock = host.lock(Duration::from_secs(args.lock_timeout))?;
+    let mut planned = host.plan(
         &args.path,
-        DiffOptions {
+        &model,
+        &DiffOptions {
             prune: args.prune,
             force: args.force,
         },
-        open.backend.as_ref(),
     )?;
-    let plan = &planned.plan;
-    let mut out = std::io::stdout().lock();
-    // Only JSON output embeds it; building it for a large plan is not free.
-    let plan_json = if json {
-        render::json(plan)
-    } else {
-        serde_json::Value::Null
-    };
-    if !json {
-        out.write_all(render::text(plan).as_bytes())?;
+    if !r.json() {
+        let mut out = std::io::stdout().lock();
+        out.write_all(render::text(&planned.plan).as_bytes())?;
         out.flush()?;
     }
-    let emit = |out: &mut std::io::StdoutLock,
-                status: &str,
-                ops: u64,
-                extra: serde_json::Value|
-     -> anyhow::Result<()> {
-        let mut doc = json!({
-            "status": status,
-            "configfs_operations": ops,
-            "summary": plan.summary(),
-            "plan": plan_json,
-        });
-        if let (Some(d), Some(e)) = (doc.as_object_mut(), extra.as_object()) {
-            for (k, v) in e {
-                d.insert(k.clone(), v.clone());
-            }
-        }
-        serde_json::to_writer_pretty(&mut *out, &doc)?;
-        writeln!(out)?;
-        Ok(())
-    };
-
-    if plan.is_refused() {
-        if json {
-            emit(&mut out, "refused", 0, json!({}))?;
-            return Ok(exit::REFUSED);
-        }
-        drop(out);
-        return Err(PlanRefused {
-            problems: plan.refusals.len(),
-        }
-        .into());
+    if planned.plan.is_refused() {
+        return refused(r, &planned.plan, backend);
     }
-
-    if plan.is_empty() {
-        // Adoption: desired objects that already exist become managed.
-        if planned.ledger.objects() != plan.ledger_after
-            || planned.ledger.applied() != plan.applied_attributes
-        {
-            planned.ledger.set_objects(plan.ledger_after.clone());
-            planned.ledger.set_applied(plan.applied_attributes.clone());
-            planned.ledger.save()?;
-        }
-        if json {
-            emit(&mut out, "no_changes", 0, json!({}))?;
+    if planned.plan.is_empty() {
+        host.adopt(&mut planned)?;
+        if r.json() {
+            emit(&planned.plan, backend, "no_changes", 0, json!({}))?;
         }
         return Ok(exit::OK);
     }
+    confirm(args.auto_approve)?;
 
-    if !args.auto_approve {
-        if !std::io::stdin().is_terminal() {
-            drop(out);
-            return Err(NotApproved(
-                "refusing to apply: stdin is not a terminal, so nobody can confirm the plan; pass --auto-approve to apply without confirmation".into(),
-            )
-            .into());
-        }
-        {
-            let mut err = std::io::stderr().lock();
-            write!(err, "\nApply these changes? Only 'yes' is accepted: ")?;
-            err.flush()?;
-        }
-        let mut answer = String::new();
-        std::io::stdin().lock().read_line(&mut answer)?;
-        if answer.trim() != "yes" {
-            drop(out);
-            return Err(NotApproved(
-                "apply cancelled: the answer was not 'yes'; nothing was changed".into(),
-            )
-            .into());
-        }
-    }
-
-    let result = apply::apply(
-        plan,
-        &planned.desired,
-        open.backend.as_ref(),
-        &mut planned.ledger,
-        &ApplyOptions { workers: workers() },
-    );
-    open.persist()?;
-    match result {
+    match host.apply(&mut planned, &ApplyOptions { workers: workers() }) {
         Ok(done) => {
-            let s = done.summary;
-            if json {
+            let plan = &planned.plan;
+            let s = plan.summary();
+            if r.json() {
                 emit(
-                    &mut out,
+                    plan,
+                    backend,
                     "applied",
                     done.operations,
-                    json!({ "elapsed_ms": done.elapsed.as_millis() as u64 }),
+                    json!({
+                        "elapsed_ms": done.elapsed.as_millis() as u64,
+                        "closed_sessions": done.closed_sessions,
+                    }),
+                )?;
+            } else if plan.applied_as_whole {
+                writeln!(
+                    std::io::stdout().lock(),
+                    "Apply complete: {} added, {} changed, {} destroyed; live in the userspace engine, {} session(s) closed.",
+                    s.add, s.change, s.destroy, done.closed_sessions.len()
                 )?;
             } else {
                 writeln!(
-                    out,
+                    std::io::stdout().lock(),
                     "Apply complete: {} added, {} changed, {} destroyed; {} configfs operations.",
-                    s.add, s.change, s.destroy, done.operations
+                    s.add,
+                    s.change,
+                    s.destroy,
+                    done.operations
                 )?;
             }
             Ok(exit::OK)
         }
-        Err(ApplyError::Failed(f)) => {
-            if json {
+        // Sessions logged in between the plan and the apply: the engine refused.
+        Err(ReconcileError::Engine(EngineError::Refused(report))) => {
+            let plan = report.to_plan();
+            if !r.json() {
+                eprint!("{}", render::text(&plan));
+            }
+            refused(r, &plan, backend)
+        }
+        Err(ReconcileError::Apply(ApplyError::Failed(f))) => {
+            if r.json() {
                 let x = &f.failure;
                 emit(
-                    &mut out,
+                    &planned.plan,
+                    backend,
                     "failed",
                     f.operations,
                     json!({
@@ -196,7 +172,6 @@ pub fn run(g: &GlobalArgs, args: &ApplyArgs) -> anyhow::Result<u8> {
                     }),
                 )?;
             } else {
-                drop(out);
                 eprintln!("error: {f}");
             }
             Ok(exit::FAILURE)

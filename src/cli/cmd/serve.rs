@@ -1,8 +1,9 @@
-//! `isctl serve`: run the userspace engine on a model until SIGTERM.
+//! `isctl serve PATH`: run the userspace engine on a model until SIGTERM.
 
-use crate::cli::args::{GlobalArgs, ServeArgs};
+use crate::cli::args::ServeArgs;
+use crate::cli::resolve::Resolved;
 
-pub fn run(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<u8> {
-    crate::engine::server::serve(&args.path, &global.socket)?;
+pub fn run(r: &Resolved, args: &ServeArgs) -> anyhow::Result<u8> {
+    crate::engine::server::serve(&args.path, &r.socket)?;
     Ok(crate::cli::exit::OK)
 }

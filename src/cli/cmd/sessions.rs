@@ -1,6 +1,7 @@
 //! `isctl sessions [FIELD=VALUE...] [--fields F,..] [--order-by F] [--max-records N]`:
 //! the logged-in iSCSI sessions the backend shows (LIO: ACL `info` and TPG
-//! `dynamic_sessions`, lio-configfs.md §6), as a table or JSON.
+//! `dynamic_sessions`, docs/configfs.md §6; the engine: its session registry), as
+//! a table or JSON, in one shape for both.
 //!
 //! Filters match a field's value exactly, with `*` as a wildcard; connection fields
 //! (`cid`, `address`, `conn_state`) match when any connection matches.
@@ -9,12 +10,10 @@ use std::io::Write;
 
 use serde_json::{json, Map, Value};
 
-use crate::backend::ObserveScope;
-use crate::cli::args::{GlobalArgs, OutputFormat, SessionsArgs};
+use crate::cli::args::SessionsArgs;
 use crate::cli::exit;
+use crate::cli::resolve::Resolved;
 use crate::state::Session;
-
-use super::plan::open_backend;
 
 /// Every field, in display order.
 pub const FIELDS: &[&str] = &[
@@ -32,6 +31,9 @@ pub const FIELDS: &[&str] = &[
     "conn_state",
     "address",
     "transport",
+    "local_address",
+    "header_digest",
+    "data_digest",
 ];
 
 const DEFAULT_FIELDS: &[&str] = &[
@@ -45,7 +47,15 @@ const DEFAULT_FIELDS: &[&str] = &[
     "address",
 ];
 
-const CONN_FIELDS: &[&str] = &["cid", "conn_state", "address", "transport"];
+const CONN_FIELDS: &[&str] = &[
+    "cid",
+    "conn_state",
+    "address",
+    "transport",
+    "local_address",
+    "header_digest",
+    "data_digest",
+];
 
 fn opt<T: ToString>(v: &Option<T>) -> Value {
     v.as_ref().map_or(Value::Null, |x| json!(x.to_string()))
@@ -69,6 +79,9 @@ pub fn session_json(s: &Session) -> Value {
             "conn_state": c.state,
             "address": c.address,
             "transport": c.transport,
+            "local_address": c.local_address,
+            "header_digest": c.header_digest,
+            "data_digest": c.data_digest,
         })).collect::<Vec<_>>(),
     })
 }
@@ -129,11 +142,8 @@ fn check_field(f: &str) -> anyhow::Result<()> {
     }
 }
 
-pub fn run(g: &GlobalArgs, args: &SessionsArgs) -> anyhow::Result<u8> {
-    if g.output == OutputFormat::Toml {
-        eprintln!("error: `isctl sessions` prints text or json (-o text | -o json)");
-        return Ok(exit::USAGE);
-    }
+pub fn run(r: &Resolved, args: &SessionsArgs) -> anyhow::Result<u8> {
+    r.text_or_json("sessions")?;
     let mut filters = Vec::new();
     for f in &args.filters {
         let Some((k, v)) = f.split_once('=') else {
@@ -154,13 +164,7 @@ pub fn run(g: &GlobalArgs, args: &SessionsArgs) -> anyhow::Result<u8> {
     if let Some(o) = &args.order_by {
         check_field(o)?;
     }
-    let all: Vec<Value> = if super::engine::selected(g) {
-        super::engine::session_rows(g)?
-    } else {
-        let open = open_backend(g)?;
-        let observed = open.backend.observe(ObserveScope::Managed)?;
-        observed.sessions.iter().map(session_json).collect()
-    };
+    let all: Vec<Value> = r.host()?.sessions()?.iter().map(session_json).collect();
     let mut rows: Vec<Value> = all
         .into_iter()
         .filter(|row| {
@@ -182,7 +186,7 @@ pub fn run(g: &GlobalArgs, args: &SessionsArgs) -> anyhow::Result<u8> {
         rows.truncate(n);
     }
     let mut out = std::io::stdout().lock();
-    if g.output == OutputFormat::Json {
+    if r.json() {
         let picked: Vec<Value> = rows
             .iter()
             .map(|r| {

@@ -1,39 +1,128 @@
-//! `isctl status [PATH]`: what isctl manages (the ledger), what is live, what is
-//! not managed, drift (managed objects missing or changed since the last apply;
-//! with PATH, the changes a plan against the model would make) and the number of
-//! logged-in sessions. Exit 0, or 2 with PATH when the live state differs from the
-//! model.
+//! `isctl status [PATH]`: what runs, on either backend. LIO: what isctl manages
+//! (the ledger), what is live, what is not managed, drift (managed objects missing
+//! or changed since the last apply) and the number of logged-in sessions. The
+//! engine: what it serves (portal groups, targets, LUNs) and its sessions. With
+//! PATH, both add the changes a plan against the model would make. Exit 0, or 2
+//! with PATH when the live state differs from the model.
 
 use std::collections::BTreeSet;
 use std::io::Write;
 
 use serde_json::json;
 
-use crate::apply::Ledger;
 use crate::backend::ObserveScope;
-use crate::cli::args::{GlobalArgs, OutputFormat, StatusArgs};
+use crate::cli::args::StatusArgs;
 use crate::cli::exit;
-use crate::plan::{render, DiffOptions};
+use crate::cli::resolve::Resolved;
+use crate::engine::api::Status;
+use crate::plan::{render, DiffOptions, Plan};
+use crate::reconcile::{Host, LioHost};
 use crate::state::ObjectId;
 
-use super::plan::{make_plan, open_backend};
-
-pub fn run(g: &GlobalArgs, args: &StatusArgs) -> anyhow::Result<u8> {
-    if g.output == OutputFormat::Toml {
-        eprintln!("error: `isctl status` prints text or json (-o text | -o json)");
-        return Ok(exit::USAGE);
-    }
-    if super::engine::selected(g) {
-        if args.path.is_some() {
-            eprintln!("error: with the userspace engine, compare a model with `isctl plan --backend userspace PATH`");
-            return Ok(exit::USAGE);
+pub fn run(r: &Resolved, args: &StatusArgs) -> anyhow::Result<u8> {
+    r.text_or_json("status")?;
+    let host = r.host()?;
+    // Against the model, when one is given: the same plan `isctl plan` shows.
+    let model_plan = match &args.path {
+        Some(p) => {
+            let model = r.load_model(p)?;
+            Some(host.plan(p, &model, &DiffOptions::default())?.plan)
         }
-        return super::engine::status(g);
+        None => None,
+    };
+    let code = match &model_plan {
+        Some(p) if !p.is_empty() => exit::CHANGES,
+        _ => exit::OK,
+    };
+    match &host {
+        Host::Lio(lio) => lio_status(r, lio, args, model_plan.as_ref())?,
+        Host::Engine(e) => engine_status(r, &e.status()?, args, model_plan.as_ref())?,
     }
-    let open = open_backend(g)?;
-    let backend = open.backend.as_ref();
-    let observed = backend.observe(ObserveScope::Managed)?;
-    let ledger = Ledger::load(&g.state_dir, backend.name(), &backend.location())?;
+    Ok(code)
+}
+
+fn model_json(args: &StatusArgs, plan: Option<&Plan>) -> serde_json::Value {
+    json!(plan.map(|p| json!({
+        "path": args.path,
+        "in_sync": p.is_empty(),
+        "plan": render::json(p),
+    })))
+}
+
+fn model_text(out: &mut impl Write, args: &StatusArgs, plan: Option<&Plan>) -> std::io::Result<()> {
+    if let (Some(p), Some(path)) = (plan, &args.path) {
+        writeln!(out, "\nAgainst the model {}:", path.display())?;
+        if p.is_empty() {
+            writeln!(out, "  in sync")?;
+        } else {
+            for c in &p.changes {
+                writeln!(out, "  {} {}", c.action.symbol(), c.address)?;
+            }
+            writeln!(out, "  {}", render::summary_line(p))?;
+        }
+    }
+    Ok(())
+}
+
+fn engine_status(
+    r: &Resolved,
+    s: &Status,
+    args: &StatusArgs,
+    plan: Option<&Plan>,
+) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    if r.json() {
+        let doc = json!({"backend": "userspace", "engine": s, "model": model_json(args, plan)});
+        serde_json::to_writer_pretty(&mut out, &doc)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "Userspace engine (pid {}) serving {} (generation {}): {} session(s), {} connection(s)",
+        s.pid,
+        s.source.display(),
+        s.generation,
+        s.sessions,
+        s.connections
+    )?;
+    for p in &s.portals {
+        writeln!(
+            out,
+            "  portal {} (tag {}): {}",
+            p.name,
+            p.tag,
+            p.listen.join(", ")
+        )?;
+    }
+    for t in &s.targets {
+        writeln!(out, "  target {} ({} session(s))", t.name, t.sessions)?;
+        for l in &t.luns {
+            writeln!(
+                out,
+                "    lun {}: {} ({} bytes, {}-byte blocks{}{})",
+                l.lun,
+                l.extent,
+                l.size_bytes,
+                l.block_size,
+                if l.readonly { ", read-only" } else { "" },
+                if l.write_back { ", write-back" } else { "" },
+            )?;
+        }
+    }
+    model_text(&mut out, args, plan)?;
+    Ok(())
+}
+
+fn lio_status(
+    r: &Resolved,
+    lio: &LioHost,
+    args: &StatusArgs,
+    model_plan: Option<&Plan>,
+) -> anyhow::Result<()> {
+    let backend = lio.backend();
+    let observed = lio.observe(ObserveScope::Managed)?;
+    let ledger = lio.ledger()?;
     let managed = ledger.objects();
     let live: BTreeSet<ObjectId> = observed.state.object_ids().into_iter().collect();
     // Top-most unmanaged objects (an unmanaged target's children are not listed).
@@ -45,16 +134,8 @@ pub fn run(g: &GlobalArgs, args: &StatusArgs) -> anyhow::Result<u8> {
         unmanaged.push(id.clone());
     }
     let drift = ledger.drift(&observed.state);
-    let model_plan = match &args.path {
-        Some(p) => Some(make_plan(g, p, DiffOptions::default(), backend)?.plan),
-        None => None,
-    };
-    let code = match &model_plan {
-        Some(p) if !p.is_empty() => exit::CHANGES,
-        _ => exit::OK,
-    };
     let mut out = std::io::stdout().lock();
-    if g.output == OutputFormat::Json {
+    if r.json() {
         let doc = json!({
             "backend": backend.name(),
             "location": backend.location(),
@@ -64,15 +145,11 @@ pub fn run(g: &GlobalArgs, args: &StatusArgs) -> anyhow::Result<u8> {
             "unmanaged": unmanaged.iter().map(|u| json!({"object": u, "address": u.to_string()})).collect::<Vec<_>>(),
             "drift": drift,
             "sessions": observed.sessions.len(),
-            "model": model_plan.as_ref().map(|p| json!({
-                "path": args.path,
-                "in_sync": p.is_empty(),
-                "plan": render::json(p),
-            })),
+            "model": model_json(args, model_plan),
         });
         serde_json::to_writer_pretty(&mut out, &doc)?;
         writeln!(out)?;
-        return Ok(code);
+        return Ok(());
     }
     writeln!(out, "Backend: {} at {}", backend.name(), backend.location())?;
     writeln!(
@@ -112,16 +189,6 @@ pub fn run(g: &GlobalArgs, args: &StatusArgs) -> anyhow::Result<u8> {
             writeln!(out, "  {u}")?;
         }
     }
-    if let (Some(p), Some(path)) = (&model_plan, &args.path) {
-        writeln!(out, "\nAgainst the model {}:", path.display())?;
-        if p.is_empty() {
-            writeln!(out, "  in sync")?;
-        } else {
-            for c in &p.changes {
-                writeln!(out, "  {} {}", c.action.symbol(), c.address)?;
-            }
-            writeln!(out, "  {}", render::summary_line(p))?;
-        }
-    }
-    Ok(code)
+    model_text(&mut out, args, model_plan)?;
+    Ok(())
 }

@@ -10,8 +10,9 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::cli::args::{GlobalArgs, OutputFormat, ValidateArgs};
+use crate::cli::args::ValidateArgs;
 use crate::cli::exit;
+use crate::cli::resolve::Resolved;
 use crate::model::{self, Diagnostic, Model};
 
 /// What a valid model holds, for the summary line.
@@ -65,11 +66,8 @@ struct JsonReport<'a> {
     diagnostics: &'a [Diagnostic],
 }
 
-pub fn run(global: &GlobalArgs, args: &ValidateArgs) -> anyhow::Result<u8> {
-    if global.output == OutputFormat::Toml {
-        eprintln!("error: `isctl validate` prints text or json (-o text | -o json)");
-        return Ok(exit::USAGE);
-    }
+pub fn run(r: &Resolved, args: &ValidateArgs) -> anyhow::Result<u8> {
+    r.text_or_json("validate")?;
     let (summary, diagnostics) = match model::load(&args.path) {
         Ok(loaded) => (Some(Summary::of(&loaded.model)), loaded.warnings),
         Err(e) => (None, e.diagnostics),
@@ -82,7 +80,7 @@ pub fn run(global: &GlobalArgs, args: &ValidateArgs) -> anyhow::Result<u8> {
         exit::INVALID_MODEL
     };
 
-    if global.output == OutputFormat::Json {
+    if r.json() {
         let report = JsonReport {
             path: &args.path,
             valid: summary.is_some(),
@@ -99,7 +97,7 @@ pub fn run(global: &GlobalArgs, args: &ValidateArgs) -> anyhow::Result<u8> {
 
     let mut err = std::io::stderr().lock();
     for d in &diagnostics {
-        if global.quiet && !d.is_error() {
+        if r.quiet && !d.is_error() {
             continue;
         }
         writeln!(err, "{d}")?;
@@ -107,7 +105,7 @@ pub fn run(global: &GlobalArgs, args: &ValidateArgs) -> anyhow::Result<u8> {
     let path = args.path.display();
     match summary {
         Some(s) => {
-            if !global.quiet {
+            if !r.quiet {
                 let note = match warnings {
                     0 => String::new(),
                     1 => " (1 warning)".to_owned(),
@@ -142,9 +140,9 @@ mod tests {
     fn model_errors_exit_3_from_any_verb() {
         let e = crate::model::load_str("m.toml", "[extent.x]\ntype = \"tape\"\n").unwrap_err();
         let err = anyhow::Error::new(e).context("loading the model");
-        assert_eq!(crate::cli::cmd::exit_code_for(&err), exit::INVALID_MODEL);
+        assert_eq!(crate::cli::exit_code_for(&err), exit::INVALID_MODEL);
         let other = anyhow::anyhow!("something else");
-        assert_eq!(crate::cli::cmd::exit_code_for(&other), exit::FAILURE);
+        assert_eq!(crate::cli::exit_code_for(&other), exit::FAILURE);
     }
 
     #[test]

@@ -1,12 +1,11 @@
-//! The engine's control socket: a Unix socket (mode 0600) that answers one JSON
-//! request per connection with one JSON reply. The other `isctl` commands use it
-//! with `--backend userspace`: `status`, `sessions`, `plan` and `apply` (a new model,
-//! applied as a diff, refused when it would cut sessions unless forced).
+//! The engine's control socket: a Unix socket (mode 0600) that answers one request
+//! per connection with one reply, in the typed protocol of [`crate::engine::api`].
+//! The other `isctl` commands reach the engine through it (`backend::userspace`):
+//! `status`, `sessions`, `plan` and `apply` (a new model, applied as a whole,
+//! refused when it would cut sessions unless forced).
 //!
-//! Protocol (one line each way):
-//! `{"op":"status"}`, `{"op":"sessions"}`, `{"op":"plan","path":P}`,
-//! `{"op":"apply","path":P,"force":false}`, `{"op":"reload","force":false}` →
-//! `{"ok":true,"result":...}` or `{"ok":false,"error":"...","changes":[...]}`.
+//! Owns: the listening thread, decoding requests, answering them from the
+//! [`Server`], and the client call [`request`].
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -17,85 +16,13 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize};
+use crate::engine::api::{
+    LunStatus, PlanReport, PortalStatus, Reply, Request, Status, TargetStatus,
+};
+use crate::engine::iscsi::session::{ConnEntry, Session as EngineSession};
+use crate::state::{Connection, Session};
 
 use super::{ServeError, Server};
-
-/// A request to the engine.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "lowercase")]
-pub enum Request {
-    Status,
-    Sessions,
-    Plan { path: PathBuf },
-    Apply { path: PathBuf, force: bool },
-    Reload { force: bool },
-}
-
-/// What `status` answers.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Status {
-    pub pid: u32,
-    pub source: PathBuf,
-    pub started_unix: u64,
-    pub portals: Vec<PortalStatus>,
-    pub targets: Vec<TargetStatus>,
-    pub sessions: usize,
-    pub connections: usize,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PortalStatus {
-    pub name: String,
-    pub tag: u16,
-    pub listen: Vec<String>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TargetStatus {
-    pub name: String,
-    pub alias: Option<String>,
-    pub luns: Vec<LunStatus>,
-    pub sessions: usize,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct LunStatus {
-    pub lun: u16,
-    pub extent: String,
-    pub size_bytes: u64,
-    pub block_size: u32,
-    pub readonly: bool,
-    pub write_back: bool,
-}
-
-/// One session as `sessions` answers it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SessionStatus {
-    pub tsih: u16,
-    pub initiator: String,
-    pub initiator_alias: Option<String>,
-    pub isid: String,
-    /// `None` for a discovery session.
-    pub target: Option<String>,
-    pub portal_group_tag: u16,
-    pub started_unix: u64,
-    pub max_burst_length: u32,
-    pub first_burst_length: u32,
-    pub immediate_data: bool,
-    pub initial_r2t: bool,
-    pub connections: Vec<ConnectionStatus>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ConnectionStatus {
-    pub cid: u16,
-    pub peer: String,
-    pub local: String,
-    pub header_digest: bool,
-    pub data_digest: bool,
-    pub max_send_segment: u32,
-}
 
 /// The running control socket.
 pub struct Control {
@@ -174,56 +101,71 @@ fn handle(server: &Arc<Server>, stream: UnixStream) {
     }
     let reply = match serde_json::from_str::<Request>(&line) {
         Ok(req) => answer(server, req),
-        Err(e) => serde_json::json!({"ok": false, "error": format!("bad request: {e}")}),
+        Err(e) => Reply::Error {
+            message: format!("bad request: {e}"),
+        },
+    };
+    let Ok(text) = serde_json::to_string(&reply) else {
+        return;
     };
     let mut stream = stream;
-    let _ = writeln!(stream, "{reply}");
+    let _ = writeln!(stream, "{text}");
 }
 
-fn answer(server: &Arc<Server>, req: Request) -> serde_json::Value {
-    let ok = |v: serde_json::Value| serde_json::json!({"ok": true, "result": v});
+fn answer(server: &Arc<Server>, req: Request) -> Reply {
     match req {
-        Request::Status => ok(serde_json::to_value(status(server)).unwrap_or_default()),
-        Request::Sessions => ok(serde_json::to_value(sessions(server)).unwrap_or_default()),
-        Request::Plan { path } | Request::Apply { path, .. } if !path.is_absolute() => {
-            serde_json::json!({"ok": false, "error": format!("{}: the engine needs an absolute path", path.display())})
+        Request::Status => Reply::Status(status(server)),
+        Request::Sessions => Reply::Sessions {
+            sessions: sessions(server),
+        },
+        Request::Plan { path, .. } | Request::Apply { path, .. } if !path.is_absolute() => {
+            Reply::Error {
+                message: format!("{}: the engine needs an absolute path", path.display()),
+            }
         }
-        Request::Plan { path } => reconfigure_from(server, path, false, true),
-        Request::Apply { path, force } => reconfigure_from(server, path, force, false),
+        Request::Plan { path, force } => match crate::model::load(&path) {
+            Ok(loaded) => {
+                let (served, generation) = server.plan(&loaded.model, force);
+                Reply::Plan(PlanReport::from_plan(&served.plan, path, generation))
+            }
+            Err(e) => Reply::InvalidModel {
+                message: e.to_string(),
+            },
+        },
+        Request::Apply {
+            path,
+            force,
+            expect_generation,
+        } => reconfigure_from(server, path, force, expect_generation),
         Request::Reload { force } => {
             let path = server.config().source.clone();
-            reconfigure_from(server, path, force, false)
+            reconfigure_from(server, path, force, None)
         }
     }
 }
 
-/// Load the model at `path` and plan (`dry_run`) or apply it, as a JSON reply.
+/// Load the model at `path` and serve it.
 fn reconfigure_from(
     server: &Arc<Server>,
     path: PathBuf,
     force: bool,
-    dry_run: bool,
-) -> serde_json::Value {
+    expect_generation: Option<u64>,
+) -> Reply {
     let result = crate::model::load(&path)
         .map_err(ServeError::from)
-        .and_then(|l| server.reconfigure(l.model, path, force, dry_run));
+        .and_then(|l| server.reconfigure(l.model, path, force, expect_generation));
     match result {
-        Ok(r) => {
-            serde_json::json!({"ok": true, "result": serde_json::to_value(r).unwrap_or_default()})
-        }
-        Err(e) => failure(e),
-    }
-}
-
-fn failure(e: ServeError) -> serde_json::Value {
-    match &e {
-        ServeError::Refused { changes, .. } => {
-            serde_json::json!({"ok": false, "refused": true, "error": e.to_string(), "changes": changes})
-        }
-        ServeError::Model(m) => {
-            serde_json::json!({"ok": false, "invalid_model": true, "error": m.to_string()})
-        }
-        _ => serde_json::json!({"ok": false, "error": e.to_string()}),
+        Ok(report) => Reply::Applied(report),
+        Err(ServeError::Refused(plan)) => Reply::Refused(*plan),
+        Err(ServeError::Model(m)) => Reply::InvalidModel {
+            message: m.to_string(),
+        },
+        Err(e @ ServeError::Stale { .. }) => Reply::Stale {
+            message: e.to_string(),
+        },
+        Err(e) => Reply::Error {
+            message: e.to_string(),
+        },
     }
 }
 
@@ -237,6 +179,7 @@ pub fn status(server: &Server) -> Status {
     Status {
         pid: std::process::id(),
         source: c.source.clone(),
+        generation: server.generation(),
         started_unix: unix(server.started()),
         portals: c
             .model
@@ -279,41 +222,52 @@ pub fn status(server: &Server) -> Status {
     }
 }
 
-pub fn sessions(server: &Server) -> Vec<SessionStatus> {
+/// A session of the engine as every backend reports sessions.
+pub fn session_record(s: &EngineSession, conns: &[ConnEntry]) -> Session {
+    Session {
+        target: s.target.clone().unwrap_or_default(),
+        tpg: s.portal_group_tag,
+        initiator: s.initiator.clone(),
+        dynamic: false,
+        alias: s.initiator_alias.clone(),
+        isid: Some(s.isid.iter().map(|b| format!("{b:02x}")).collect()),
+        tsih: Some(s.tsih),
+        session_id: Some(u32::from(s.tsih)),
+        session_type: Some(
+            if s.target.is_some() {
+                "Normal"
+            } else {
+                "Discovery"
+            }
+            .into(),
+        ),
+        state: Some("LOGGED_IN".into()),
+        connections: conns
+            .iter()
+            .map(|c| Connection {
+                cid: c.cid,
+                state: "LOGGED_IN".into(),
+                address: c.peer.ip().to_string(),
+                transport: "TCP".into(),
+                local_address: Some(c.local.to_string()),
+                header_digest: Some(c.params.header_digest),
+                data_digest: Some(c.params.data_digest),
+            })
+            .collect(),
+    }
+}
+
+pub fn sessions(server: &Server) -> Vec<Session> {
     server
         .registry()
         .all()
         .iter()
-        .map(|s| SessionStatus {
-            tsih: s.tsih,
-            initiator: s.initiator.clone(),
-            initiator_alias: s.initiator_alias.clone(),
-            isid: s.isid.iter().map(|b| format!("{b:02x}")).collect(),
-            target: s.target.clone(),
-            portal_group_tag: s.portal_group_tag,
-            started_unix: unix(s.started),
-            max_burst_length: s.params.max_burst_length,
-            first_burst_length: s.params.first_burst_length,
-            immediate_data: s.params.immediate_data,
-            initial_r2t: s.params.initial_r2t,
-            connections: s
-                .conns()
-                .iter()
-                .map(|c| ConnectionStatus {
-                    cid: c.cid,
-                    peer: c.peer.to_string(),
-                    local: c.local.to_string(),
-                    header_digest: c.params.header_digest,
-                    data_digest: c.params.data_digest,
-                    max_send_segment: c.params.send_limit,
-                })
-                .collect(),
-        })
+        .map(|s| session_record(s, &s.conns()))
         .collect()
 }
 
 /// Client side: send one request to the engine at `path` and return its reply.
-pub fn request(path: &Path, req: &Request) -> io::Result<serde_json::Value> {
+pub fn request(path: &Path, req: &Request) -> io::Result<Reply> {
     let mut stream = UnixStream::connect(path)?;
     stream.set_read_timeout(Some(Duration::from_secs(120)))?;
     let line = serde_json::to_string(req).map_err(io::Error::other)?;

@@ -15,17 +15,16 @@
 pub mod config;
 pub mod control;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
-use serde::Serialize;
-
+use crate::engine::api::{ApplyReport, PlanReport};
 use crate::engine::iscsi::conn::{self, Engine};
 use crate::engine::iscsi::login::Access;
 use crate::engine::iscsi::negotiate::Pairs;
@@ -34,7 +33,8 @@ use crate::engine::iscsi::Portal;
 use crate::engine::lu::LuError;
 use crate::engine::scsi::ScsiTarget;
 use crate::model::{Model, ModelError};
-use config::{Change, Config, LiveSession};
+use crate::plan::{diff_served, ServedPlan, ServedSession};
+use config::Config;
 
 /// Why the engine could not start or reconfigure.
 #[derive(Debug, thiserror::Error)]
@@ -49,8 +49,12 @@ pub enum ServeError {
     Control { path: PathBuf, source: io::Error },
     #[error("cannot set up signal handling: {0}")]
     Signals(#[from] nix::Error),
-    #[error("refused: the change would {what}; re-run with --force to accept")]
-    Refused { what: String, changes: Vec<Change> },
+    /// The plan cuts or disturbs logged-in sessions and was not forced.
+    #[error("refused: {}", .0.refusals.iter().map(|r| r.to_string()).collect::<Vec<_>>().join("; "))]
+    Refused(Box<PlanReport>),
+    /// Another reload or apply changed the configuration after the plan was made.
+    #[error("the engine's configuration changed since the plan was made (planned against generation {planned}, now {now}); nothing was changed, plan again")]
+    Stale { planned: u64, now: u64 },
 }
 
 /// The engine while it runs.
@@ -62,22 +66,15 @@ pub struct Server {
     live_connections: Arc<AtomicUsize>,
     /// One reconfiguration at a time.
     reconfiguring: Mutex<()>,
+    /// Bumped by every applied reconfiguration (plans name the one they were made
+    /// against).
+    generation: AtomicU64,
     started: SystemTime,
 }
 
 struct Listener {
     stop: Arc<AtomicBool>,
     thread: Option<thread::JoinHandle<()>>,
-}
-
-/// What a reconfiguration did (or, for a plan, would do).
-#[derive(Debug, Clone, Serialize)]
-pub struct ReloadReport {
-    pub source: PathBuf,
-    pub changes: Vec<Change>,
-    /// Sessions closed because of the change.
-    pub closed_sessions: Vec<u16>,
-    pub applied: bool,
 }
 
 impl Server {
@@ -89,6 +86,7 @@ impl Server {
             listeners: Mutex::new(BTreeMap::new()),
             live_connections: Arc::new(AtomicUsize::new(0)),
             reconfiguring: Mutex::new(()),
+            generation: AtomicU64::new(1),
             started: SystemTime::now(),
         })
     }
@@ -180,17 +178,17 @@ impl Server {
         tracing::info!(%addr, "stopped listening");
     }
 
-    /// Sessions as the configuration diff sees them.
-    fn live_sessions(&self) -> Vec<LiveSession> {
+    /// Sessions as the plan sees them.
+    fn live_sessions(&self) -> Vec<ServedSession> {
         self.registry
             .all()
             .iter()
             .map(|s| {
                 let conns = s.conns();
-                LiveSession {
+                ServedSession {
+                    session: control::session_record(s, &conns),
                     tsih: s.tsih,
                     target: s.target.clone(),
-                    initiator: s.initiator.clone(),
                     ip: conns
                         .first()
                         .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |c| c.peer.ip()),
@@ -200,45 +198,46 @@ impl Server {
             .collect()
     }
 
-    /// Switch to `model` (or, with `dry_run`, say what that would do).
+    /// The configuration generation in force (bumped by every applied change).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// Plan serving `model` (read from `source`) instead of what runs.
+    pub fn plan(&self, model: &Model, force: bool) -> (ServedPlan, u64) {
+        let _one = self.reconfiguring.lock().unwrap_or_else(|p| p.into_inner());
+        let old = self.config();
+        (
+            diff_served(&old.model, model, &self.live_sessions(), force),
+            self.generation(),
+        )
+    }
+
+    /// Switch to `model`: plan, refuse a plan that cuts sessions without `force`,
+    /// open the new configuration in full, swap it in, close the sessions it cuts.
+    /// With `expect_generation`, refuse when another change came first.
     pub fn reconfigure(
         self: &Arc<Self>,
         model: Model,
         source: PathBuf,
         force: bool,
-        dry_run: bool,
-    ) -> Result<ReloadReport, ServeError> {
+        expect_generation: Option<u64>,
+    ) -> Result<ApplyReport, ServeError> {
         let _one = self.reconfiguring.lock().unwrap_or_else(|p| p.into_inner());
-        let old = self.config();
-        let live = self.live_sessions();
-        let changes = config::diff(&old, &model, &live);
-        let cut: BTreeSet<u16> = changes
-            .iter()
-            .filter(|c| {
-                c.action == "-" && matches!(c.kind.as_str(), "target" | "portal" | "session")
-            })
-            .flat_map(|c| c.disturbs.iter().copied())
-            .collect();
-        let disturbed: BTreeSet<u16> = changes
-            .iter()
-            .flat_map(|c| c.disturbs.iter().copied())
-            .collect();
-        let mut report = ReloadReport {
-            source: source.clone(),
-            changes: changes.clone(),
-            closed_sessions: Vec::new(),
-            applied: false,
-        };
-        if dry_run {
-            return Ok(report);
+        let generation = self.generation();
+        if let Some(want) = expect_generation {
+            if want != generation {
+                return Err(ServeError::Stale {
+                    planned: want,
+                    now: generation,
+                });
+            }
         }
-        if !disturbed.is_empty() && !force {
-            let what = if cut.is_empty() {
-                format!("change LUNs under {} logged-in session(s)", disturbed.len())
-            } else {
-                format!("cut {} logged-in session(s)", cut.len())
-            };
-            return Err(ServeError::Refused { what, changes });
+        let old = self.config();
+        let served = diff_served(&old.model, &model, &self.live_sessions(), force);
+        let report = PlanReport::from_plan(&served.plan, source.clone(), generation);
+        if served.plan.is_refused() {
+            return Err(ServeError::Refused(Box::new(report)));
         }
         // Open everything new before touching what runs.
         let new = Config::build(model, source, Some(&old))?;
@@ -265,6 +264,7 @@ impl Server {
         let new = Arc::new(new);
         *self.config.write().unwrap_or_else(|p| p.into_inner()) = new.clone();
         new.commit_luns();
+        let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
         let removed: Vec<(SocketAddr, Listener)> = {
             let mut have = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
             have.extend(bound);
@@ -280,20 +280,25 @@ impl Server {
         for (a, l) in removed {
             Server::stop_listener(a, l);
         }
+        let mut closed_sessions = Vec::new();
         for s in self.registry.all() {
-            if cut.contains(&s.tsih) {
+            if served.closes.contains(&s.tsih) {
                 tracing::info!(tsih = s.tsih, initiator = %s.initiator, "closing a session the new configuration no longer allows");
                 self.registry.remove(&s);
-                report.closed_sessions.push(s.tsih);
+                closed_sessions.push(s.tsih);
             }
         }
-        report.applied = true;
         tracing::info!(
             changes = report.changes.len(),
+            generation,
             "configuration applied from {}",
             report.source.display()
         );
-        Ok(report)
+        Ok(ApplyReport {
+            plan: report,
+            generation,
+            closed_sessions,
+        })
     }
 
     /// Stop: no new connections, end sessions, let in-flight commands finish, and
@@ -401,8 +406,8 @@ pub fn serve(path: &Path, control_socket: &Path) -> Result<(), ServeError> {
                 let source = server.config().source.clone();
                 tracing::info!("SIGHUP: reloading {}", source.display());
                 match crate::model::load(&source) {
-                    Ok(loaded) => match server.reconfigure(loaded.model, source, false, false) {
-                        Ok(r) => tracing::info!(changes = r.changes.len(), "reload done"),
+                    Ok(loaded) => match server.reconfigure(loaded.model, source, false, None) {
+                        Ok(r) => tracing::info!(changes = r.plan.changes.len(), "reload done"),
                         Err(e) => tracing::error!(
                             "reload refused or failed, the running configuration is unchanged: {e}"
                         ),
