@@ -432,7 +432,7 @@ fn status_reports_managed_unmanaged_and_drift() {
 fn a_failing_apply_reports_the_step_errno_and_rollback() {
     let e = Env::new();
     // Someone else's iblock object holds /dev/ram0: the kernel refuses a second
-    // exclusive claim with EBUSY at enable (lio-configfs.md §2.2).
+    // exclusive claim with EBUSY at enable (docs/configfs.md §2.2).
     let sim = e.sim();
     use isctl::backend::lio::ConfigFs;
     let root = Sim::default_root();

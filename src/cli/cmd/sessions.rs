@@ -1,6 +1,6 @@
 //! `isctl sessions [FIELD=VALUE...] [--fields F,..] [--order-by F] [--max-records N]`:
 //! the logged-in iSCSI sessions the backend shows (LIO: ACL `info` and TPG
-//! `dynamic_sessions`, lio-configfs.md §6), as a table or JSON.
+//! `dynamic_sessions`, docs/configfs.md §6), as a table or JSON.
 //!
 //! Filters match a field's value exactly, with `*` as a wildcard; connection fields
 //! (`cid`, `address`, `conn_state`) match when any connection matches.
