@@ -3,14 +3,14 @@
 //! 100 targets × 1 fileio LUN, each with an ACL and CHAP: isctl applies them from empty,
 //! re-applies (a no-op), and destroys them (applies an empty model). Against that, in the
 //! same VM run, the raw-syscall floor: the same objects created and removed by `vmtool
-//! floor` with the minimal set of configfs syscalls (lio-configfs.md §9 "full" recipe),
+//! floor` with the minimal set of configfs syscalls (docs/configfs.md §9 "full" recipe),
 //! serially and with 4 parallel writers. Wall times are measured inside the VM; configfs
 //! operations are counted by the kernel's function tracer (and isctl's own report).
 //!
 //!   cargo bench --bench lio_vm                 # 3 rounds, medians
 //!   LIO_VM_BENCH_ROUNDS=5 LIO_VM_BENCH_TARGETS=100 cargo bench --bench lio_vm
 //!
-//! Goal (lio-configfs.md §9): isctl's create within 1.5× of the 4-writer floor; the no-op
+//! Goal (docs/configfs.md §9): isctl's create within 1.5× of the 4-writer floor; the no-op
 //! apply makes zero configfs calls.
 
 #[path = "../tests/lio_vm/mod.rs"]

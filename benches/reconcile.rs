@@ -5,7 +5,7 @@
 //! * model load, plan time from empty (lower + observe + diff), apply time into the
 //!   simulated configfs, and the no-op plan time against the applied state;
 //! * configfs operations per object kind against the minimum the tree needs
-//!   (lio-configfs.md §4/§9), and against an rtslib-style restore that writes every
+//!   (docs/configfs.md §4/§9), and against an rtslib-style restore that writes every
 //!   attribute and parameter (§9: ~30 storage-object attributes, 14 TPG attributes,
 //!   21 TPG parameters, 9 ACL attributes);
 //! * the executor with the kernel's measured latencies emulated (§9: LUN link 10 ms,
@@ -202,7 +202,7 @@ fn main() {
     );
     println!("  no-op re-apply                          0 configfs operations\n");
 
-    // Operations per object kind against the minimum (lio-configfs.md §4/§9).
+    // Operations per object kind against the minimum (docs/configfs.md §4/§9).
     let mut by_kind: BTreeMap<&str, u64> = BTreeMap::new();
     for o in &p.ops {
         *by_kind.entry(kind(&o.op)).or_default() += o.backend_operations;
@@ -254,7 +254,7 @@ fn main() {
         total as f64 / min_total as f64
     );
     println!(
-        "  an rtslib-style restore of the same tree writes every attribute and parameter: ~{rtslib} operations ({:.1}x isctl; estimate from lio-configfs.md §9)\n",
+        "  an rtslib-style restore of the same tree writes every attribute and parameter: ~{rtslib} operations ({:.1}x isctl; estimate from docs/configfs.md §9)\n",
         rtslib as f64 / total as f64
     );
 
@@ -264,7 +264,7 @@ fn main() {
         .expect("model")
         .model;
     let sdesired = state::lower(&smodel).expect("lower");
-    println!("executor with the kernel's latencies emulated ({small} targets x 1 LUN, lio-configfs.md §9):");
+    println!("executor with the kernel's latencies emulated ({small} targets x 1 LUN, docs/configfs.md §9):");
     let mut results = Vec::new();
     for workers in [1usize, 4] {
         let (sim, backend) = host();

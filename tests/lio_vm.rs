@@ -1150,7 +1150,7 @@ fn cunit_problem(out: &HostOutput, min_asserts: u64) -> Option<String> {
 
 /// Changes LIO cannot make in place: a block size change on an exported backstore (it is
 /// replaced and its LUN re-linked) and a LUN moved to another extent. Unlinking a LUN's
-/// backstore kills its ACL mappings in the kernel (lio-configfs.md §4.2), so the test
+/// backstore kills its ACL mappings in the kernel (docs/configfs.md §4.2), so the test
 /// checks that the initiator in the ACL still sees both LUNs, with the new block size,
 /// capacity and serial, and that the mappings are alive (`write_protect` readable).
 #[test]
@@ -1212,7 +1212,7 @@ fn replaced_backstores_and_relinked_luns_keep_their_mappings() {
 
 /// The simulator-fidelity transcript: a scripted sequence of raw configfs operations
 /// (tests/lio-vm/fidelity/script.ops: mkdir/rmdir/symlink/unlink/write/read, including the
-/// error cases of lio-configfs.md §5) runs on the real kernel, and its errnos and read-back
+/// error cases of docs/configfs.md §5) runs on the real kernel, and its errnos and read-back
 /// values must equal the recorded fixture tests/lio-vm/fidelity/transcript.txt, which a
 /// plain unit test can replay against the simulator. `LIO_VM_BLESS=1` re-records it.
 #[test]

@@ -3,11 +3,12 @@
 //! lines, confirmation, the lock, JSON plans, secrets, export → plan, status,
 //! sessions.
 
+mod common;
 mod reconcile_common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
 
+use common::{Isctl, Run};
 use isctl::backend::sim::Sim;
 use reconcile_common::fixture;
 
@@ -36,32 +37,17 @@ impl Env {
     fn sim(&self) -> Sim {
         Sim::load(&self.sim_file(), &Sim::default_root()).unwrap()
     }
-    fn run(&self, args: &[&str]) -> Output {
-        self.run_env(args, &[])
-    }
-    fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_isctl"));
-        c.args(args)
+    /// isctl on this simulated host (its configfs file and state directory).
+    fn isctl(&self) -> Isctl {
+        Isctl::new()
             .env("ISCTL_SIMULATE", self.sim_file())
             .env("ISCTL_STATE_DIR", self.state_dir())
             .env_remove("ISCTL_CONFIGFS_ROOT")
             .env_remove("ISCTL_BACKEND")
-            .stdin(Stdio::null());
-        for (k, v) in env {
-            c.env(k, v);
-        }
-        c.output().unwrap()
     }
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-fn code(o: &Output) -> i32 {
-    o.status.code().unwrap_or(-1)
+    fn run(&self, args: &[&str]) -> Run {
+        self.isctl().args(args).run()
+    }
 }
 
 fn model() -> String {
@@ -73,8 +59,8 @@ fn plan_apply_reapply_cycle() {
     let e = Env::new();
     let m = model();
     let o = e.run(&["plan", "--detailed-exitcode", &m]);
-    assert_eq!(code(&o), 2, "{}{}", stdout(&o), stderr(&o));
-    let plan_line = stdout(&o).lines().last().unwrap().to_string();
+    o.assert_exit(2);
+    let plan_line = o.stdout.lines().last().unwrap().to_string();
     assert!(
         plan_line.starts_with("Plan: 44 to add, 0 to change, 0 to destroy ("),
         "{plan_line}"
@@ -90,8 +76,8 @@ fn plan_apply_reapply_cycle() {
         .unwrap();
 
     let o = e.run(&["apply", "--auto-approve", &m]);
-    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
-    let last = stdout(&o).lines().last().unwrap().to_string();
+    o.assert_exit(0);
+    let last = o.stdout.lines().last().unwrap().to_string();
     assert_eq!(
         last,
         format!("Apply complete: 44 added, 0 changed, 0 destroyed; {n} configfs operations.")
@@ -99,20 +85,21 @@ fn plan_apply_reapply_cycle() {
     assert_eq!(e.sim().mutations(), n);
 
     let o = e.run(&["plan", "--detailed-exitcode", &m]);
-    assert_eq!(code(&o), 0);
-    assert!(stdout(&o).contains("No changes. The live configuration matches the model."));
+    o.assert_exit(0);
+    assert!(o
+        .stdout
+        .contains("No changes. The live configuration matches the model."));
     let o = e.run(&["apply", &m]);
     assert_eq!(
-        code(&o),
-        0,
+        o.code, 0,
         "a no-op apply needs no confirmation: {}",
-        stderr(&o)
+        o.stderr
     );
-    assert!(stdout(&o).contains("No changes."));
+    assert!(o.stdout.contains("No changes."));
     assert_eq!(e.sim().mutations(), n, "the no-op apply wrote nothing");
 
     let o = e.run(&["-o", "json", "apply", "--auto-approve", &m]);
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let v = o.json();
     assert_eq!(v["status"], "no_changes");
     assert_eq!(v["configfs_operations"], 0);
 }
@@ -121,8 +108,8 @@ fn plan_apply_reapply_cycle() {
 fn apply_without_a_terminal_needs_auto_approve() {
     let e = Env::new();
     let o = e.run(&["apply", &model()]);
-    assert_eq!(code(&o), 4, "{}", stderr(&o));
-    assert!(stderr(&o).contains("--auto-approve"), "{}", stderr(&o));
+    o.assert_exit(4);
+    assert!(o.stderr.contains("--auto-approve"), "{}", o.stderr);
     assert_eq!(e.sim().mutations(), 0);
 }
 
@@ -130,8 +117,8 @@ fn apply_without_a_terminal_needs_auto_approve() {
 fn json_plan_has_the_documented_keys_and_no_secrets() {
     let e = Env::new();
     let o = e.run(&["-o", "json", "plan", &model()]);
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
-    let text = stdout(&o);
+    o.assert_exit(0);
+    let text = o.stdout;
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     for k in [
         "changes",
@@ -155,12 +142,12 @@ fn json_plan_has_the_documented_keys_and_no_secrets() {
     let t = e.run(&["plan", &model()]);
     for secret in SECRETS {
         assert!(!text.contains(secret), "secret in JSON plan");
-        assert!(!stdout(&t).contains(secret), "secret in text plan");
-        assert!(!stderr(&t).contains(secret));
+        assert!(!t.stdout.contains(secret), "secret in text plan");
+        assert!(!t.stderr.contains(secret));
     }
     let a = e.run(&["apply", "--auto-approve", &model()]);
     for secret in SECRETS {
-        assert!(!stdout(&a).contains(secret) && !stderr(&a).contains(secret));
+        assert!(!a.stdout.contains(secret) && !a.stderr.contains(secret));
     }
 }
 
@@ -169,28 +156,26 @@ fn a_held_lock_fails_fast_with_exit_5() {
     let e = Env::new();
     let _held = isctl::apply::acquire_lock(&e.state_dir(), std::time::Duration::ZERO).unwrap();
     let o = e.run(&["apply", "--auto-approve", &model()]);
-    assert_eq!(code(&o), 5, "{}", stderr(&o));
-    assert!(stderr(&o).contains("--lock-timeout"), "{}", stderr(&o));
+    o.assert_exit(5);
+    assert!(o.stderr.contains("--lock-timeout"), "{}", o.stderr);
 }
 
 #[test]
 fn backend_choice_errors_are_clear() {
     let e = Env::new();
-    let mut c = Command::new(env!("CARGO_BIN_EXE_isctl"));
-    let o = c
+    let o = Isctl::new()
         .args(["--backend", "userspace", "plan", &model()])
         .env("ISCTL_SOCKET", e.dir.path().join("no-engine.sock"))
         .env_remove("ISCTL_SIMULATE")
         .env("ISCTL_STATE_DIR", e.state_dir())
-        .output()
-        .unwrap();
-    assert_eq!(code(&o), 1);
+        .run();
+    o.assert_exit(1);
     assert!(
-        stderr(&o).contains("no isctl engine answers on") && stderr(&o).contains("isctl serve"),
+        o.stderr.contains("no isctl engine answers on") && o.stderr.contains("isctl serve"),
         "{}",
-        stderr(&o)
+        o.stderr
     );
-    let o = Command::new(env!("CARGO_BIN_EXE_isctl"))
+    let o = Isctl::new()
         .args([
             "--backend",
             "lio",
@@ -200,26 +185,24 @@ fn backend_choice_errors_are_clear() {
             &model(),
         ])
         .env_remove("ISCTL_SIMULATE")
-        .output()
-        .unwrap();
-    assert_eq!(code(&o), 1);
+        .run();
+    o.assert_exit(1);
     assert!(
-        stderr(&o).contains("modprobe target_core_mod"),
+        o.stderr.contains("modprobe target_core_mod"),
         "{}",
-        stderr(&o)
+        o.stderr
     );
-    let o = Command::new(env!("CARGO_BIN_EXE_isctl"))
+    let o = Isctl::new()
         .args(["--configfs-root", "/nonexistent/target", "plan", &model()])
         .env("ISCTL_SOCKET", e.dir.path().join("no-engine.sock"))
         .env_remove("ISCTL_SIMULATE")
         .env_remove("ISCTL_BACKEND")
-        .output()
-        .unwrap();
-    assert_eq!(code(&o), 1);
+        .run();
+    o.assert_exit(1);
     assert!(
-        stderr(&o).contains("no isctl engine answers on") && stderr(&o).contains("isctl serve"),
+        o.stderr.contains("no isctl engine answers on") && o.stderr.contains("isctl serve"),
         "{}",
-        stderr(&o)
+        o.stderr
     );
 }
 
@@ -229,7 +212,7 @@ fn model_errors_exit_3_and_backend_limits_exit_4_with_file_and_line() {
     let bad = e.dir.path().join("bad.toml");
     std::fs::write(&bad, "[extent.x]\ntype = \"tape\"\n").unwrap();
     let o = e.run(&["plan", bad.to_str().unwrap()]);
-    assert_eq!(code(&o), 3, "{}", stderr(&o));
+    o.assert_exit(3);
     let limited = e.dir.path().join("limited.toml");
     std::fs::write(
         &limited,
@@ -250,8 +233,8 @@ initiator_group = "g"
     )
     .unwrap();
     let o = e.run(&["plan", limited.to_str().unwrap()]);
-    assert_eq!(code(&o), 4, "{}", stderr(&o));
-    let err = stderr(&o);
+    o.assert_exit(4);
+    let err = o.stderr;
     assert!(err.contains("limited.toml:3:"), "{err}");
     assert!(err.contains("192.168.1.0/24"), "{err}");
 }
@@ -260,7 +243,7 @@ initiator_group = "g"
 fn sessions_refuse_then_force() {
     let e = Env::new();
     let m = model();
-    assert_eq!(code(&e.run(&["apply", "--auto-approve", &m])), 0);
+    e.run(&["apply", "--auto-approve", &m]).assert_exit(0);
     let sim = e.sim();
     sim.add_session(
         "iqn.2005-10.org.example.ctl:lab",
@@ -279,11 +262,11 @@ fn sessions_refuse_then_force() {
     sim.save(&e.sim_file()).unwrap();
 
     let o = e.run(&["sessions"]);
-    assert_eq!(code(&o), 0);
+    o.assert_exit(0);
     assert!(
-        stdout(&o).contains("iqn.1994-05.com.example:dyn1"),
+        o.stdout.contains("iqn.1994-05.com.example:dyn1"),
         "{}",
-        stdout(&o)
+        o.stdout
     );
     let o = e.run(&[
         "-o",
@@ -293,7 +276,7 @@ fn sessions_refuse_then_force() {
         "--fields",
         "initiator,tsih,address",
     ]);
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let v = o.json();
     assert_eq!(v["count"], 1);
     assert_eq!(v["sessions"][0]["connections"][0]["address"], "10.0.2.3");
     let o = e.run(&[
@@ -305,7 +288,7 @@ fn sessions_refuse_then_force() {
         "--fields",
         "initiator",
     ]);
-    assert_eq!(stdout(&o).lines().count(), 2, "{}", stdout(&o));
+    assert_eq!(o.stdout.lines().count(), 2, "{}", o.stdout);
 
     // Remove the archive target from the model.
     let text = std::fs::read_to_string(fixture("complete.toml")).unwrap();
@@ -323,13 +306,13 @@ fn sessions_refuse_then_force() {
     std::fs::write(&m2, cut).unwrap();
     let m2 = m2.to_str().unwrap();
     let o = e.run(&["apply", "--auto-approve", m2]);
-    assert_eq!(code(&o), 4, "{}{}", stdout(&o), stderr(&o));
-    let all = stdout(&o) + &stderr(&o);
+    o.assert_exit(4);
+    let all = o.all();
     assert!(all.contains("iqn.1998-01.com.vmware:esxi-host-1"), "{all}");
     assert!(all.contains("TSIH"), "{all}");
     assert!(all.contains("--force"), "{all}");
     let o = e.run(&["apply", "--auto-approve", "--force", m2]);
-    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    o.assert_exit(0);
     assert_eq!(
         e.sim().sessions().len(),
         1,
@@ -341,11 +324,11 @@ fn sessions_refuse_then_force() {
 fn export_then_plan_reports_no_changes() {
     let e = Env::new();
     let m = model();
-    assert_eq!(code(&e.run(&["apply", "--auto-approve", &m])), 0);
+    e.run(&["apply", "--auto-approve", &m]).assert_exit(0);
     // Default: secrets referenced through environment variables.
     let o = e.run(&["export"]);
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
-    let exported = stdout(&o);
+    o.assert_exit(0);
+    let exported = o.stdout;
     for secret in SECRETS {
         assert!(!exported.contains(secret));
     }
@@ -356,29 +339,25 @@ fn export_then_plan_reports_no_changes() {
     let f = e.dir.path().join("exported.toml");
     std::fs::write(&f, &exported).unwrap();
     // A fresh ledger: the exported model is adopted as is.
-    let env: Vec<(String, String)> = [
-        ("ISCTL_SECRET_DISCOVERY", "disc0very-Secret"),
-        ("ISCTL_SECRET_CHAP_1", "initiator2Target"),
-        ("ISCTL_SECRET_CHAP_1_PEER", "target2Initiatr"),
-        ("ISCTL_SECRET_CHAP_2", "initiator2Target"),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    let env_ref: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let o = e.run_env(
-        &["plan", "--detailed-exitcode", f.to_str().unwrap()],
-        &env_ref,
-    );
-    assert_eq!(code(&o), 0, "{}{}\n{exported}", stdout(&o), stderr(&o));
+    let o = e
+        .isctl()
+        .args(["plan", "--detailed-exitcode", f.to_str().unwrap()])
+        .envs([
+            ("ISCTL_SECRET_DISCOVERY", "disc0very-Secret"),
+            ("ISCTL_SECRET_CHAP_1", "initiator2Target"),
+            ("ISCTL_SECRET_CHAP_1_PEER", "target2Initiatr"),
+            ("ISCTL_SECRET_CHAP_2", "initiator2Target"),
+        ])
+        .run();
+    assert_eq!(o.code, 0, "{}{}\n{exported}", o.stdout, o.stderr);
 
     // --secrets-dir: 0600 files referenced with secret_file.
     let sd = e.dir.path().join("secrets");
     let o = e.run(&["export", "--secrets-dir", sd.to_str().unwrap()]);
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    o.assert_exit(0);
     let f2 = e.dir.path().join("exported2.toml");
-    std::fs::write(&f2, stdout(&o)).unwrap();
-    assert!(stdout(&o).contains("secret_file = "));
+    std::fs::write(&f2, &o.stdout).unwrap();
+    assert!(o.stdout.contains("secret_file = "));
     use std::os::unix::fs::PermissionsExt;
     let mut n = 0;
     for entry in std::fs::read_dir(&sd).unwrap() {
@@ -388,9 +367,9 @@ fn export_then_plan_reports_no_changes() {
     }
     assert!(n >= 3);
     let o = e.run(&["plan", "--detailed-exitcode", f2.to_str().unwrap()]);
-    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    o.assert_exit(0);
     let o = e.run(&["-o", "json", "export"]);
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let v = o.json();
     assert_eq!(v["lossless"], true);
 }
 
@@ -398,11 +377,11 @@ fn export_then_plan_reports_no_changes() {
 fn status_reports_managed_unmanaged_and_drift() {
     let e = Env::new();
     let m = model();
-    assert_eq!(code(&e.run(&["apply", "--auto-approve", &m])), 0);
+    e.run(&["apply", "--auto-approve", &m]).assert_exit(0);
     let o = e.run(&["status", &m]);
-    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
-    assert!(stdout(&o).contains("Drift: none"), "{}", stdout(&o));
-    assert!(stdout(&o).contains("in sync"));
+    o.assert_exit(0);
+    assert!(o.stdout.contains("Drift: none"), "{}", o.stdout);
+    assert!(o.stdout.contains("in sync"));
     // Someone changes an alias and removes a mapping by hand.
     let sim = e.sim();
     use isctl::backend::lio::ConfigFs;
@@ -414,16 +393,17 @@ fn status_reports_managed_unmanaged_and_drift() {
     .unwrap();
     sim.save(&e.sim_file()).unwrap();
     let o = e.run(&["status"]);
-    assert_eq!(code(&o), 0);
+    o.assert_exit(0);
     assert!(
-        stdout(&o).contains("changed: target \"iqn.2005-10.org.example.ctl:lab\" tpg 1 alias"),
+        o.stdout
+            .contains("changed: target \"iqn.2005-10.org.example.ctl:lab\" tpg 1 alias"),
         "{}",
-        stdout(&o)
+        o.stdout
     );
     let o = e.run(&["status", &m]);
-    assert_eq!(code(&o), 2, "{}", stdout(&o));
+    o.assert_exit(2);
     let o = e.run(&["-o", "json", "status", &m]);
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let v = o.json();
     assert_eq!(v["model"]["in_sync"], false);
     assert_eq!(v["drift"]["changed"][0]["live"], "hand edited");
 }
@@ -432,7 +412,7 @@ fn status_reports_managed_unmanaged_and_drift() {
 fn a_failing_apply_reports_the_step_errno_and_rollback() {
     let e = Env::new();
     // Someone else's iblock object holds /dev/ram0: the kernel refuses a second
-    // exclusive claim with EBUSY at enable (lio-configfs.md §2.2).
+    // exclusive claim with EBUSY at enable (docs/configfs.md §2.2).
     let sim = e.sim();
     use isctl::backend::lio::ConfigFs;
     let root = Sim::default_root();
@@ -448,8 +428,8 @@ fn a_failing_apply_reports_the_step_errno_and_rollback() {
     sim.save(&e.sim_file()).unwrap();
     let before = e.sim().dump();
     let o = e.run(&["apply", "--auto-approve", &model()]);
-    assert_eq!(code(&o), 1, "{}{}", stdout(&o), stderr(&o));
-    let err = stderr(&o);
+    o.assert_exit(1);
+    let err = o.stderr;
     assert!(err.contains("apply failed at step"), "{err}");
     assert!(
         err.contains("write core/iblock_0/db/enable: EBUSY (16)"),
@@ -464,8 +444,8 @@ fn a_failing_apply_reports_the_step_errno_and_rollback() {
         }
     );
     let o = e.run(&["-o", "json", "apply", "--auto-approve", &model()]);
-    assert_eq!(code(&o), 1);
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    o.assert_exit(1);
+    let v = o.json();
     assert_eq!(v["status"], "failed");
     assert_eq!(v["error"]["errno"], 16);
     assert_eq!(v["error"]["errno_name"], "EBUSY (16)");

@@ -3,7 +3,7 @@
 //! every lane stops after its current op and the journal is undone in reverse.
 //!
 //! The kernel's slow configfs operations wait on RCU grace periods, not on the CPU
-//! (lio-configfs.md §9), so independent lanes overlap their waits.
+//! (docs/configfs.md §9), so independent lanes overlap their waits.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};

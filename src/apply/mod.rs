@@ -25,7 +25,7 @@ pub use ledger::{ChangedAttribute, Drift, Ledger, LedgerError};
 pub use lock::{acquire as acquire_lock, ApplyLock, LockError};
 
 /// Default number of worker threads. The kernel's slow configfs calls wait for RCU
-/// grace periods, which concurrent writers share (lio-configfs.md §9), so lanes overlap
+/// grace periods, which concurrent writers share (docs/configfs.md §9), so lanes overlap
 /// their waits: on the real kernel (VM benchmark, 100 targets) creating took 306–410 ms
 /// with 4 workers and 168–192 ms with 8 (the 8-writer raw-syscall floor: 162–200 ms);
 /// destroying 2.35 s and 1.7–1.8 s. 16 workers gained little more on creation.

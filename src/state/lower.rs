@@ -1,7 +1,7 @@
 //! Lowering: a validated [`Model`] → the desired [`State`].
 //!
 //! This follows the mapping table of model.md ("How it maps onto LIO") and
-//! lio-configfs.md §11. Everything the model says that this state (and so the kernel
+//! docs/configfs.md §11. Everything the model says that this state (and so the kernel
 //! target) cannot express is an error naming the model file:line and the object:
 //! networks in initiator groups, per-portal discovery auth, a demo-mode group mixing
 //! read-only and writable extents, an NAA the kernel cannot derive, rotation rates,
@@ -136,7 +136,7 @@ pub fn lower(model: &Model) -> Result<State, LowerErrors> {
     state.discovery = discovery.map(|(d, _)| d);
 
     // Listening sockets: a wildcard and a specific address on one port cannot both
-    // be bound (lio-configfs.md §3.2: kernel_bind() fails with EADDRINUSE).
+    // be bound (docs/configfs.md §3.2: kernel_bind() fails with EADDRINUSE).
     type Listeners<'m> = (Vec<SocketAddr>, Vec<(SocketAddr, &'m String)>);
     let mut by_port: BTreeMap<u16, Listeners> = BTreeMap::new();
     for pname in &used_portals {

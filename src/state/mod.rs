@@ -181,7 +181,7 @@ pub struct Tpg {
 }
 
 impl Tpg {
-    /// A TPG as `mkdir` creates it: the kernel's defaults (lio-configfs.md §3.3).
+    /// A TPG as `mkdir` creates it: the kernel's defaults (docs/configfs.md §3.3).
     pub fn fresh(tag: u16) -> Tpg {
         Tpg {
             tag,
@@ -246,7 +246,7 @@ pub struct MappedLun {
     /// The TPG LUN it maps; `None` when the directory has no link.
     pub tpg_lun: Option<u64>,
     /// `write_protect`; observed `None` when the mapping is dead (its TPG LUN lost its
-    /// backstore link: the file reads empty, lio-configfs.md §4.2).
+    /// backstore link: the file reads empty, docs/configfs.md §4.2).
     pub write_protect: Option<bool>,
     /// Observed: the symlink's name.
     pub link: Option<String>,
@@ -329,7 +329,7 @@ pub enum AuthValue {
 }
 
 impl AuthValue {
-    /// The bytes to write (never with a trailing newline, lio-configfs.md §3.5).
+    /// The bytes to write (never with a trailing newline, docs/configfs.md §3.5).
     pub fn expose(&self) -> &str {
         match self {
             AuthValue::Plain(s) => s,
@@ -589,7 +589,7 @@ pub fn tpg_object_ids(target: &str, tag: u16, tpg: &Tpg) -> Vec<ObjectId> {
 }
 
 /// The LIO portal directory name for a socket address: `a.b.c.d:port` or
-/// `[v6]:port` (lio-configfs.md §3.1).
+/// `[v6]:port` (docs/configfs.md §3.1).
 pub fn portal_dir_name(addr: &SocketAddr) -> String {
     match addr {
         SocketAddr::V4(a) => format!("{}:{}", a.ip(), a.port()),
@@ -598,14 +598,14 @@ pub fn portal_dir_name(addr: &SocketAddr) -> String {
 }
 
 /// Parse a portal directory name as the kernel accepts it, canonicalising the
-/// address (`[::0]:3260` → `[::]:3260`, lio-configfs.md §3.1/§8). `None` when it does
+/// address (`[::0]:3260` → `[::]:3260`, docs/configfs.md §3.1/§8). `None` when it does
 /// not parse (a `%scope` with an interface name, say).
 pub fn parse_portal_dir(name: &str) -> Option<SocketAddr> {
     name.parse::<SocketAddr>().ok()
 }
 
 /// Two portals that LIO treats as the same listener within one target: equal, or
-/// both wildcards on the same port (`0.0.0.0:P` and `[::]:P`, lio-configfs.md §3.2).
+/// both wildcards on the same port (`0.0.0.0:P` and `[::]:P`, docs/configfs.md §3.2).
 pub fn portals_conflict(a: &SocketAddr, b: &SocketAddr) -> bool {
     a == b || (a.port() == b.port() && a.ip().is_unspecified() && b.ip().is_unspecified())
 }
@@ -613,7 +613,7 @@ pub fn portals_conflict(a: &SocketAddr, b: &SocketAddr) -> bool {
 /// The NAA designator (32 hex digits, NAA type 6) LIO derives from a company id and
 /// a unit serial: `6`, the 24-bit company id, then the first 25 hex digits of the
 /// serial with non-hex characters skipped, zero-padded (kernel
-/// `spc_gen_naa_6h_vendor_specific`, lio-configfs.md §2.3).
+/// `spc_gen_naa_6h_vendor_specific`, docs/configfs.md §2.3).
 pub fn lio_naa(company_id: u32, serial: &str) -> String {
     let mut s = format!("6{:06x}", company_id & 0xff_ffff);
     let digits: String = serial

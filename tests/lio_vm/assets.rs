@@ -26,7 +26,7 @@ use std::sync::OnceLock;
 use anyhow::{anyhow, bail, Context, Result};
 use sha2::{Digest, Sha256};
 
-/// The kernel ABI the reference observations (lio-configfs.md) were made on.
+/// The kernel ABI the reference observations (docs/configfs.md) were made on.
 pub const PINNED_KERNEL: &str = "6.1.0-56-amd64";
 
 /// Modules the VM's /init loads, in this order (dependencies come from modules.dep).

@@ -165,7 +165,7 @@ pub fn check_tree(dump: &TreeDump, model: &Model) -> Vec<String> {
 }
 
 fn expect_auth(dump: &TreeDump, dir: &str, user: &str, secret: &str, p: &mut Vec<String>) {
-    // Credentials are stored verbatim plus one "\n" (written without one: lio-configfs §3.5).
+    // Credentials are stored verbatim plus one "\n" (written without one: docs/configfs.md §3.5).
     for (file, want) in [("userid", user), ("password", secret)] {
         let got = dump.value(&format!("{dir}/{file}")).unwrap_or_default();
         if got != format!("{want}\n") {

@@ -2,7 +2,7 @@
 //!
 //! Each op has a fixed list of syscalls ([`expand`]), so a plan knows its exact
 //! configfs operation count before it runs. Values are written without a trailing
-//! newline (credentials would keep it, lio-configfs.md §0.1/§3.5); a cleared CHAP
+//! newline (credentials would keep it, docs/configfs.md §0.1/§3.5); a cleared CHAP
 //! value is written as `NULL` (§3.5). Symlinks point at absolute configfs paths.
 
 use std::path::PathBuf;

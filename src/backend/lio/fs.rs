@@ -24,7 +24,7 @@ pub trait ConfigFs: Send + Sync {
     /// Whole file content.
     fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
     /// One `write(2)` of the whole value, no `O_CREAT`, no `O_TRUNC`
-    /// (lio-configfs.md §1: one value per write).
+    /// (docs/configfs.md §1: one value per write).
     fn write(&self, path: &Path, value: &[u8]) -> io::Result<()>;
     fn mkdir(&self, path: &Path) -> io::Result<()>;
     fn rmdir(&self, path: &Path) -> io::Result<()>;

@@ -1,5 +1,5 @@
 //! [`Host`]: the backing files and devices next to the kernel target. The kernel
-//! creates a missing fileio file with size 0 and never sizes it (lio-configfs.md
+//! creates a missing fileio file with size 0 and never sizes it (docs/configfs.md
 //! §2.2), so isctl creates files sparse and grows them itself — never shrinks or
 //! deletes them.
 

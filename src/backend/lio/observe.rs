@@ -1,6 +1,6 @@
 //! Observing LIO: the configfs tree under the root → [`Observed`] (state + sessions).
 //!
-//! Read formats follow lio-configfs.md §8: numbers end with `\n`; CHAP values are
+//! Read formats follow docs/configfs.md §8: numbers end with `\n`; CHAP values are
 //! stored verbatim and read back with one `\n` appended (exactly one is stripped);
 //! `NULL` means unset; the serial reads `T10 VPD Unit Serial Number: <s>\n`; portal
 //! directory names are kept as typed and are canonicalised here; symlinks read back
@@ -41,13 +41,13 @@ fn io_err(paths: &Paths, path: &Path, e: io::Error) -> BackendError {
     }
 }
 
-/// Strip exactly one trailing newline (lio-configfs.md §3.5, §8).
+/// Strip exactly one trailing newline (docs/configfs.md §3.5, §8).
 fn strip_nl(s: &str) -> &str {
     s.strip_suffix('\n').unwrap_or(s)
 }
 
 /// The HBA directory's plugin: the text before the first `_`, except `rd_mcp`
-/// (lio-configfs.md §2).
+/// (docs/configfs.md §2).
 pub fn hba_plugin(hba: &str) -> Option<&str> {
     if let Some(rest) = hba.strip_prefix("rd_mcp_") {
         let _ = rest;
@@ -275,7 +275,7 @@ impl<'a> Observer<'a> {
     }
 
     /// Unmanaged storage-object values that differ from the kernel defaults
-    /// (lio-configfs.md §2.3/§2.4).
+    /// (docs/configfs.md §2.3/§2.4).
     fn backstore_extras(
         &self,
         hba: &str,
@@ -650,7 +650,7 @@ pub fn parse_dynamic_sessions(s: &str) -> Vec<String> {
         .collect()
 }
 
-/// ACL `info` with a live session (grammar in lio-configfs.md §6); `None` for
+/// ACL `info` with a live session (grammar in docs/configfs.md §6); `None` for
 /// `No active iSCSI Session ...`.
 pub fn parse_acl_info(info: &str, target: &str, tag: u16) -> Option<Session> {
     if info.starts_with("No active") || info.trim().is_empty() {
@@ -735,7 +735,7 @@ pub fn parse_acl_info(info: &str, target: &str, tag: u16) -> Option<Session> {
 }
 
 /// Storage-object attributes compared for `export` (fileio/iblock/rd_mcp "sbc"
-/// set, defaults after enable, lio-configfs.md §2.4). Managed ones
+/// set, defaults after enable, docs/configfs.md §2.4). Managed ones
 /// (block_size, is_nonrot) and backend-dependent ones are not listed.
 pub const SO_ATTRIB_DEFAULTS: &[(&str, &str)] = &[
     ("emulate_3pc", "1"),

@@ -1,4 +1,4 @@
-//! Every configfs path the LIO backend touches, in one place (lio-configfs.md §2, §3).
+//! Every configfs path the LIO backend touches, in one place (docs/configfs.md §2, §3).
 
 use std::path::{Component, Path, PathBuf};
 
@@ -8,7 +8,7 @@ pub struct Paths {
     root: PathBuf,
 }
 
-/// The `tpgt_<tag>` directory name (always decimal, lio-configfs.md §3.1).
+/// The `tpgt_<tag>` directory name (always decimal, docs/configfs.md §3.1).
 pub fn tpg_dir(tag: u16) -> String {
     format!("tpgt_{tag}")
 }
@@ -132,7 +132,7 @@ impl Paths {
     }
 
     /// Resolve a symlink found at `link` whose `readlink` is `target` (relative paths
-    /// climb to the configfs mount and descend again, lio-configfs.md §1) into the
+    /// climb to the configfs mount and descend again, docs/configfs.md §1) into the
     /// components below the root (`["core", "fileio_0", "lun0"]`). `None` when it
     /// points outside the root.
     pub fn resolve_link(&self, link: &Path, target: &Path) -> Option<Vec<String>> {

@@ -1,6 +1,6 @@
 //! The simulated kernel: the configfs tree and the rules the real kernel applies to
 //! it. Paths are relative to the root (`core/fileio_0/lun0`). Errors are errnos.
-//! Section numbers refer to lio-configfs.md.
+//! Section numbers refer to docs/configfs.md.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;

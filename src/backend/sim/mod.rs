@@ -1,7 +1,7 @@
 //! A simulated LIO configfs (and the host files next to it), for tests.
 //!
 //! Owns: an in-memory model of `/sys/kernel/config/target` that behaves like the
-//! real 6.1 kernel as recorded in lio-configfs.md: default groups and attribute
+//! real 6.1 kernel as recorded in docs/configfs.md: default groups and attribute
 //! files with their default values appear on mkdir, read-back formats, the storage
 //! object enable protocol (attributes reset at enable, frozen while exported),
 //! the errnos the kernel gives, portal conflicts, symlink rules and dead mappings,
@@ -68,7 +68,7 @@ pub struct Fault {
     pub times: u32,
 }
 
-/// Emulated latency of the kernel's slow operations (lio-configfs.md §9: RCU grace
+/// Emulated latency of the kernel's slow operations (docs/configfs.md §9: RCU grace
 /// periods, timer-bound, so concurrent callers overlap).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Latency {
@@ -85,7 +85,7 @@ pub struct Latency {
 }
 
 impl Latency {
-    /// The figures measured under TCG (lio-configfs.md §9).
+    /// The figures measured under TCG (docs/configfs.md §9).
     pub fn measured() -> Latency {
         Latency {
             base: Duration::from_micros(100),
@@ -111,7 +111,7 @@ fn errno(e: i32) -> io::Error {
 
 impl Sim {
     /// A fresh kernel: `target_core_mod` loaded, configfs mounted, no iSCSI fabric
-    /// yet (lio-configfs.md §1: `find $C` shows `core/alua/...`, `dbroot`,
+    /// yet (docs/configfs.md §1: `find $C` shows `core/alua/...`, `dbroot`,
     /// `version`). The host has `/` and `/tmp`.
     pub fn new(root: &Path) -> Sim {
         Sim {

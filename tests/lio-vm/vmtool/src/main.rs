@@ -351,7 +351,7 @@ fn write_once(path: &Path, value: &[u8]) -> io::Result<()> {
 }
 
 // ---------------------------------------------------------------------------------------
-// floor: the benchmark's objects by raw syscalls (the lio-configfs.md §9 "full" recipe),
+// floor: the benchmark's objects by raw syscalls (the docs/configfs.md §9 "full" recipe),
 // per target i (0-based), the same objects as the benchmark's model (benches/lio_vm.rs)
 // under other names: fileio_<i>/bench<i> on DIR/bench<i>.img (1 MiB, created sparse),
 // serial, target <base>:bench<i>, tpgt_1, lun_0 → backstore, np [::]:3260 (one listener
