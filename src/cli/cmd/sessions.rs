@@ -15,7 +15,7 @@ use crate::cli::exit;
 use crate::cli::resolve::Resolved;
 use crate::state::Session;
 
-/// Every field, in display order.
+/// Every field, in display order; the connection fields come last.
 pub const FIELDS: &[&str] = &[
     "target",
     "tpgt",
@@ -47,15 +47,8 @@ const DEFAULT_FIELDS: &[&str] = &[
     "address",
 ];
 
-const CONN_FIELDS: &[&str] = &[
-    "cid",
-    "conn_state",
-    "address",
-    "transport",
-    "local_address",
-    "header_digest",
-    "data_digest",
-];
+/// The per-connection fields: the tail of [`FIELDS`], from `cid` on.
+const CONN_FIELDS: &[&str] = FIELDS.split_at(10).1;
 
 fn opt<T: ToString>(v: &Option<T>) -> Value {
     v.as_ref().map_or(Value::Null, |x| json!(x.to_string()))
@@ -274,6 +267,12 @@ pub fn run(r: &Resolved, args: &SessionsArgs) -> anyhow::Result<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connection_fields_are_the_tail_of_the_field_list() {
+        assert_eq!(CONN_FIELDS[0], "cid");
+        assert_eq!(CONN_FIELDS.last(), FIELDS.last());
+    }
 
     #[test]
     fn globs() {
