@@ -440,6 +440,47 @@ fn sigterm_flushes_and_exits_cleanly() {
     );
 }
 
+/// Shutdown never depends on reaching the control socket's path: tmpfiles or an
+/// administrator may have removed the file.
+#[test]
+fn sigterm_exits_cleanly_when_the_control_socket_file_is_gone() {
+    let (dir, _port, _m, mut engine) = boot("");
+    let sock = dir.path().join("engine.sock");
+    assert!(sock.exists(), "{}", engine.log_tail());
+    std::fs::remove_file(&sock).unwrap();
+    let status = engine
+        .signal("TERM")
+        .expect("the engine did not exit after SIGTERM");
+    assert!(status.success(), "exit {status}:\n{}", engine.log_tail());
+    assert!(
+        engine.log().contains("all logical units flushed"),
+        "{}",
+        engine.log_tail()
+    );
+}
+
+/// The control socket is refused in a directory others can write to: whoever can
+/// write there could replace the socket and receive models with their secrets.
+#[test]
+fn serve_refuses_a_control_socket_directory_others_can_write() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = work_dir();
+    let open = dir.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let m = model(dir.path(), free_port(), "");
+    let o = Command::new(env!("CARGO_BIN_EXE_isctl"))
+        .arg("--socket")
+        .arg(open.join("engine.sock"))
+        .arg("serve")
+        .arg(&m)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(all(&o).contains("lets others write to it"), "{}", all(&o));
+}
+
 // ---- a hostile peer -------------------------------------------------------------
 
 fn bhs(op: u8, flags: u8) -> [u8; 48] {

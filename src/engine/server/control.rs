@@ -32,14 +32,87 @@ pub struct Control {
 }
 
 impl Control {
+    /// Stop answering and remove the socket file. Never connects to the path: it
+    /// may be gone, and the thread sees the stop flag on its own.
     pub fn stop(mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        let _ = UnixStream::connect(&self.path);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
         let _ = std::fs::remove_file(&self.path);
     }
+}
+
+/// Why a directory must not hold the control socket, if it must not: anyone who can
+/// write to it could replace the socket and receive the CLI's requests (models and
+/// their secrets). It must belong to this user (or root) and be writable by no one
+/// else.
+fn unsafe_dir(dir: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = match std::fs::metadata(dir) {
+        Ok(m) => m,
+        Err(e) => return Some(format!("cannot inspect it: {e}")),
+    };
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me && meta.uid() != 0 {
+        return Some(format!(
+            "it belongs to uid {}, not to this user (uid {me}) or root",
+            meta.uid()
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Some(format!(
+            "its mode {:o} lets others write to it",
+            meta.mode() & 0o7777
+        ));
+    }
+    None
+}
+
+/// The directory the socket lives in: created with mode 0700 when missing, refused
+/// when someone else could write to it.
+fn secure_dir(path: &Path) -> io::Result<()> {
+    let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) else {
+        return Ok(());
+    };
+    if !dir.exists() {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+    }
+    match unsafe_dir(dir) {
+        None => Ok(()),
+        Some(why) => Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "refusing to put the control socket in {}: {why} (use a directory only you can write to, e.g. mode 0700, or pass --socket)",
+                dir.display()
+            ),
+        )),
+    }
+}
+
+/// The user id of the process at the other end of a Unix socket.
+pub fn peer_uid(stream: &UnixStream) -> io::Result<u32> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+        Ok(getsockopt(stream, PeerCredentials)
+            .map_err(io::Error::from)?
+            .uid())
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        let (uid, _) = nix::unistd::getpeereid(stream).map_err(io::Error::from)?;
+        Ok(uid.as_raw())
+    }
+}
+
+/// Only this user and root may talk to the engine, in either direction.
+fn trusted(uid: u32) -> bool {
+    uid == nix::unistd::geteuid().as_raw() || uid == 0
 }
 
 /// Listen on `path`. A stale socket (nobody answers) is replaced; a live one means
@@ -49,11 +122,7 @@ pub fn start(server: Arc<Server>, path: &Path) -> Result<Control, ServeError> {
         path: path.to_path_buf(),
         source,
     };
-    if let Some(dir) = path.parent() {
-        if !dir.as_os_str().is_empty() {
-            std::fs::create_dir_all(dir).map_err(err)?;
-        }
-    }
+    secure_dir(path).map_err(err)?;
     if path.exists() {
         if UnixStream::connect(path).is_ok() {
             return Err(err(io::Error::new(
@@ -65,16 +134,32 @@ pub fn start(server: Arc<Server>, path: &Path) -> Result<Control, ServeError> {
     }
     let listener = UnixListener::bind(path).map_err(err)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+    listener.set_nonblocking(true).map_err(err)?;
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = stop.clone();
     let thread = thread::Builder::new()
         .name("control".into())
         .spawn(move || {
-            for stream in listener.incoming() {
-                if stop2.load(Ordering::SeqCst) {
-                    break;
+            while super::stop::readable_or_stopped(&listener, &[&stop2]) {
+                let Ok((stream, _)) = listener.accept() else {
+                    continue;
+                };
+                match peer_uid(&stream) {
+                    Ok(uid) if trusted(uid) => {}
+                    Ok(uid) => {
+                        tracing::warn!(uid, "control socket: refused a client of another user");
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::warn!(
+                            "control socket: cannot tell who the client is, refused: {e}"
+                        );
+                        continue;
+                    }
                 }
-                let Ok(stream) = stream else { continue };
+                if stream.set_nonblocking(false).is_err() {
+                    continue;
+                }
                 let server = server.clone();
                 let _ = thread::Builder::new()
                     .name("control-client".into())
@@ -269,10 +354,68 @@ pub fn sessions(server: &Server) -> Vec<Session> {
 /// Client side: send one request to the engine at `path` and return its reply.
 pub fn request(path: &Path, req: &Request) -> io::Result<Reply> {
     let mut stream = UnixStream::connect(path)?;
+    // The request may carry a model with secrets: only to this user's or root's engine.
+    let server = peer_uid(&stream)?;
+    if !trusted(server) {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("the socket is served by uid {server}, neither this user nor root: refusing to talk to it"),
+        ));
+    }
     stream.set_read_timeout(Some(Duration::from_secs(120)))?;
     let line = serde_json::to_string(req).map_err(io::Error::other)?;
     writeln!(stream, "{line}")?;
     let mut reply = String::new();
     BufReader::new(stream).read_line(&mut reply)?;
     serde_json::from_str(&reply).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn dir_with_mode(mode: u32) -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(mode)).unwrap();
+        d
+    }
+
+    #[test]
+    fn accepts_a_private_directory_and_creates_a_missing_one_private() {
+        let d = dir_with_mode(0o700);
+        assert!(secure_dir(&d.path().join("engine.sock")).is_ok());
+        let sock = d.path().join("new/engine.sock");
+        secure_dir(&sock).unwrap();
+        let mode = std::fs::metadata(d.path().join("new"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700);
+    }
+
+    #[test]
+    fn rejects_a_directory_others_can_write() {
+        let d = dir_with_mode(0o777);
+        let e = secure_dir(&d.path().join("engine.sock")).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::PermissionDenied);
+        assert!(e.to_string().contains("lets others write"), "{e}");
+    }
+
+    #[test]
+    #[ignore = "needs root to give a directory away: run via tests/run.sh"]
+    fn rejects_a_directory_another_user_owns() {
+        let d = dir_with_mode(0o700);
+        let other = nix::unistd::Uid::from_raw(65534);
+        nix::unistd::chown(d.path(), Some(other), None).expect("chown needs root");
+        let e = secure_dir(&d.path().join("engine.sock")).unwrap_err();
+        assert!(e.to_string().contains("belongs to uid 65534"), "{e}");
+    }
+
+    #[test]
+    fn the_peer_of_a_socket_pair_is_this_user() {
+        let (a, _b) = UnixStream::pair().unwrap();
+        assert_eq!(peer_uid(&a).unwrap(), nix::unistd::geteuid().as_raw());
+        assert!(trusted(peer_uid(&a).unwrap()));
+    }
 }

@@ -14,10 +14,11 @@
 
 pub mod config;
 pub mod control;
+pub mod stop;
 
 use std::collections::BTreeMap;
 use std::io;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -109,6 +110,11 @@ impl Server {
     fn bind(self: &Arc<Self>, addr: SocketAddr) -> Result<Listener, ServeError> {
         let listener =
             TcpListener::bind(addr).map_err(|source| ServeError::Bind { addr, source })?;
+        // Nonblocking: a connection reset between poll and accept must not block the
+        // thread where it cannot see its stop flag.
+        listener
+            .set_nonblocking(true)
+            .map_err(|source| ServeError::Bind { addr, source })?;
         let stop = Arc::new(AtomicBool::new(false));
         let server = self.clone();
         let stop2 = stop.clone();
@@ -129,12 +135,18 @@ impl Server {
         addr: SocketAddr,
         stop: Arc<AtomicBool>,
     ) {
-        for stream in listener.incoming() {
-            if stop.load(Ordering::SeqCst) || self.stopping.load(Ordering::SeqCst) {
-                break;
-            }
-            let stream = match stream {
-                Ok(s) => s,
+        while stop::readable_or_stopped(&listener, &[&stop, &self.stopping]) {
+            let stream = match listener.accept() {
+                // Accepted sockets inherit O_NONBLOCK on the BSDs; the connection
+                // code wants blocking reads with timeouts.
+                Ok((s, _)) => match s.set_nonblocking(false) {
+                    Ok(()) => s,
+                    Err(e) => {
+                        tracing::warn!(%addr, "cannot make a connection blocking: {e}");
+                        continue;
+                    }
+                },
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => {
                     tracing::warn!(%addr, "accept failed: {e}");
                     // Out of descriptors and the like: do not spin.
@@ -158,20 +170,10 @@ impl Server {
         }
     }
 
+    /// Stop a listener: its thread sees the flag within [`stop::STOP_POLL`] and
+    /// closes the socket.
     fn stop_listener(addr: SocketAddr, mut l: Listener) {
         l.stop.store(true, Ordering::SeqCst);
-        // Wake the blocked accept with a connection of our own.
-        let wake = if addr.ip().is_unspecified() {
-            let lo: std::net::IpAddr = if addr.is_ipv4() {
-                std::net::Ipv4Addr::LOCALHOST.into()
-            } else {
-                std::net::Ipv6Addr::LOCALHOST.into()
-            };
-            SocketAddr::new(lo, addr.port())
-        } else {
-            addr
-        };
-        let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
         if let Some(t) = l.thread.take() {
             let _ = t.join();
         }
