@@ -25,14 +25,14 @@ use crate::state::{
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
     /// Disable, unmap, unlink and remove target-side objects (reverse dependency
-    /// order, lio-configfs.md §4.2).
+    /// order, docs/configfs.md §4.2).
     Teardown,
     /// Backing files and storage objects: delete, create, update.
     Backstores,
     /// The iSCSI fabric directory and discovery auth.
     Fabric,
     /// Create and update targets: TPG, attributes, LUNs, portals, ACLs, mappings, and
-    /// TPG enable last (lio-configfs.md §4.1).
+    /// TPG enable last (docs/configfs.md §4.1).
     Targets,
 }
 
@@ -373,7 +373,7 @@ pub enum Op {
 }
 
 /// The name isctl gives the symlinks it creates (the kernel ignores link names,
-/// lio-configfs.md §1).
+/// docs/configfs.md §1).
 pub const LINK_NAME: &str = "isctl";
 
 impl Op {
