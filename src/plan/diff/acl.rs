@@ -1,0 +1,410 @@
+//! ACLs, mapped LUNs and their write protection.
+//!
+//! Owns an ACL's authentication and CHAP credentials, creating, remapping and
+//! deleting mapped LUNs (a mapping whose TPG LUN is re-linked or dead is mapped
+//! again, §4.2), and the kernel's default `write_protect` of a new mapping (§3.6).
+
+use std::collections::BTreeSet;
+
+use crate::state::{Acl, BackstoreKind, ChapCreds, MappedLun, ObjectId, Tpg};
+
+use super::super::op::{AuthScope, Op, LINK_NAME};
+use super::{attr, yes_no, Differ, LunPlan};
+use crate::plan::Action;
+
+impl Differ<'_> {
+    pub(super) fn emit_unmap(
+        &mut self,
+        target: &str,
+        tag: u16,
+        init: &str,
+        m: u64,
+        ml: &MappedLun,
+    ) {
+        if let (Some(tpg_lun), Some(link)) = (ml.tpg_lun, &ml.link) {
+            self.teardown(
+                target,
+                Op::UnmapLun {
+                    target: target.to_string(),
+                    tag,
+                    initiator: init.to_string(),
+                    lun: m,
+                    tpg_lun,
+                    link: link.clone(),
+                    write_protect: ml.write_protect,
+                },
+            );
+        }
+    }
+
+    /// The `write_protect` the kernel gives a new mapping of TPG LUN `tpg_lun`:
+    /// 1 if the backstore is a read-only block device or the TPG's
+    /// `prod_mode_write_protect` is 1 (docs/configfs.md §3.6).
+    pub(super) fn default_write_protect(&self, d: &Tpg, o: &Tpg, tpg_lun: u64) -> bool {
+        let ro_backstore = d
+            .luns
+            .get(&tpg_lun)
+            .and_then(|l| l.backstore.as_ref())
+            .and_then(|b| self.d.backstores.get(&b.name))
+            .is_some_and(|b| matches!(b.kind, BackstoreKind::Block { readonly: true, .. }));
+        ro_backstore || o.prod_mode_write_protect.unwrap_or(false)
+    }
+
+    /// Teardown of an existing ACL's mappings: removed, remapped, or re-created
+    /// because their TPG LUN is relinked or they are dead.
+    pub(super) fn teardown_mappings(
+        &mut self,
+        target: &str,
+        tag: u16,
+        init: &str,
+        da: Option<&Acl>,
+        oa: &Acl,
+        lp: &LunPlan,
+    ) {
+        for (m, ml) in &oa.mapped {
+            let mid = ObjectId::MappedLun {
+                target: target.to_string(),
+                tag,
+                initiator: init.to_string(),
+                lun: *m,
+            };
+            let points_removed = ml.tpg_lun.is_some_and(|t| lp.removed.contains(&t));
+            let want = da.and_then(|a| a.mapped.get(m));
+            match want {
+                None => {
+                    let managed_delete = da.is_some() && self.deletable(&mid);
+                    if managed_delete || points_removed {
+                        let reason = if managed_delete {
+                            self.why_delete(&mid)
+                        } else {
+                            Some(format!(
+                                "maps TPG LUN {} which is deleted",
+                                ml.tpg_lun.unwrap_or(0)
+                            ))
+                        };
+                        self.cuts
+                            .push((mid.clone(), format!("unmap LUN {m} from {init:?}")));
+                        self.change(Action::Delete, mid, vec![], reason);
+                        self.emit_unmap(target, tag, init, *m, ml);
+                        self.teardown(
+                            target,
+                            Op::DeleteMappedLun {
+                                target: target.to_string(),
+                                tag,
+                                initiator: init.to_string(),
+                                lun: *m,
+                            },
+                        );
+                    } else {
+                        if da.is_some() {
+                            self.plan.unmanaged.push(mid);
+                        }
+                        if ml.tpg_lun.is_some_and(|t| lp.relinked.contains(&t)) {
+                            self.emit_unmap(target, tag, init, *m, ml);
+                        }
+                    }
+                }
+                Some(dm) => {
+                    if ml.link.is_some()
+                        && (ml.tpg_lun != dm.tpg_lun
+                            || ml.tpg_lun.is_some_and(|t| lp.relinked.contains(&t))
+                            || ml.write_protect.is_none())
+                    {
+                        if ml.tpg_lun != dm.tpg_lun {
+                            self.cuts
+                                .push((mid.clone(), format!("remap LUN {m} of {init:?}")));
+                        }
+                        self.emit_unmap(target, tag, init, *m, ml);
+                    }
+                }
+            }
+        }
+    }
+
+    /// For an unmanaged ACL: re-map its mappings whose TPG LUN is relinked.
+    pub(super) fn rebuild_unmanaged_mappings(
+        &mut self,
+        target: &str,
+        tag: u16,
+        init: &str,
+        _da: Option<&Acl>,
+        oa: &Acl,
+        lp: &LunPlan,
+    ) {
+        for (m, ml) in &oa.mapped {
+            if let (Some(t), Some(_)) = (ml.tpg_lun, &ml.link) {
+                if lp.relinked.contains(&t) {
+                    self.build(
+                        target,
+                        Op::MapLun {
+                            target: target.to_string(),
+                            tag,
+                            initiator: init.to_string(),
+                            lun: *m,
+                            tpg_lun: t,
+                            link: LINK_NAME.to_string(),
+                        },
+                    );
+                    if let Some(wp) = ml.write_protect {
+                        self.build(
+                            target,
+                            Op::SetWriteProtect {
+                                target: target.to_string(),
+                                tag,
+                                initiator: init.to_string(),
+                                lun: *m,
+                                value: wp,
+                                old: None,
+                            },
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn build_acl(
+        &mut self,
+        target: &str,
+        tag: u16,
+        init: &str,
+        da: &Acl,
+        oa: &Acl,
+        new: bool,
+        d: &Tpg,
+        o: &Tpg,
+        lp: &LunPlan,
+    ) {
+        let aid = ObjectId::Acl {
+            target: target.to_string(),
+            tag,
+            initiator: init.to_string(),
+        };
+        let mut ops = Vec::new();
+        let mut attrs = Vec::new();
+        if new {
+            ops.push(Op::CreateAcl {
+                target: target.to_string(),
+                tag,
+                initiator: init.to_string(),
+            });
+        }
+        if da.authentication != oa.authentication {
+            let show = |v: Option<bool>| match v {
+                None => "inherit".to_string(),
+                Some(b) => b.to_string(),
+            };
+            attrs.push(attr(
+                "authentication",
+                Some(show(oa.authentication)),
+                Some(show(da.authentication)),
+            ));
+            ops.push(Op::SetAclAuthentication {
+                target: target.to_string(),
+                tag,
+                initiator: init.to_string(),
+                value: da.authentication,
+                old: if new { None } else { Some(oa.authentication) },
+            });
+        }
+        if let Some(want) = &da.auth {
+            let scope = AuthScope::Acl {
+                target: target.to_string(),
+                tag,
+                initiator: init.to_string(),
+            };
+            let empty = ChapCreds::default();
+            let have = if new {
+                None
+            } else {
+                Some(oa.auth.as_ref().unwrap_or(&empty))
+            };
+            self.auth_diff(scope, want, have, &mut ops, &mut attrs);
+        }
+        if new {
+            self.change(Action::Create, aid, attrs, None);
+        } else if !attrs.is_empty() {
+            self.change(Action::Update, aid, attrs, None);
+        }
+        for op in ops {
+            self.build(target, op);
+        }
+        // Mappings.
+        let ids: BTreeSet<u64> = da.mapped.keys().chain(oa.mapped.keys()).copied().collect();
+        for m in ids {
+            let mid = ObjectId::MappedLun {
+                target: target.to_string(),
+                tag,
+                initiator: init.to_string(),
+                lun: m,
+            };
+            match (da.mapped.get(&m), oa.mapped.get(&m)) {
+                (Some(dm), None) => {
+                    let Some(t) = dm.tpg_lun else { continue };
+                    self.build(
+                        target,
+                        Op::CreateMappedLun {
+                            target: target.to_string(),
+                            tag,
+                            initiator: init.to_string(),
+                            lun: m,
+                        },
+                    );
+                    self.build(
+                        target,
+                        Op::MapLun {
+                            target: target.to_string(),
+                            tag,
+                            initiator: init.to_string(),
+                            lun: m,
+                            tpg_lun: t,
+                            link: LINK_NAME.to_string(),
+                        },
+                    );
+                    let wp = dm.write_protect.unwrap_or(false);
+                    if wp != self.default_write_protect(d, o, t) {
+                        self.build(
+                            target,
+                            Op::SetWriteProtect {
+                                target: target.to_string(),
+                                tag,
+                                initiator: init.to_string(),
+                                lun: m,
+                                value: wp,
+                                old: None,
+                            },
+                        );
+                    }
+                    self.change(
+                        Action::Create,
+                        mid,
+                        vec![
+                            attr("lun", None, Some(t.to_string())),
+                            attr("write_protect", None, Some(yes_no(wp))),
+                        ],
+                        None,
+                    );
+                }
+                (Some(dm), Some(om)) => {
+                    let Some(t) = dm.tpg_lun else { continue };
+                    let wp = dm.write_protect.unwrap_or(false);
+                    let remap = om.link.is_none()
+                        || om.tpg_lun != dm.tpg_lun
+                        || om.tpg_lun.is_some_and(|x| lp.relinked.contains(&x))
+                        || om.write_protect.is_none();
+                    if remap {
+                        self.build(
+                            target,
+                            Op::MapLun {
+                                target: target.to_string(),
+                                tag,
+                                initiator: init.to_string(),
+                                lun: m,
+                                tpg_lun: t,
+                                link: LINK_NAME.to_string(),
+                            },
+                        );
+                        if wp != self.default_write_protect(d, o, t) {
+                            self.build(
+                                target,
+                                Op::SetWriteProtect {
+                                    target: target.to_string(),
+                                    tag,
+                                    initiator: init.to_string(),
+                                    lun: m,
+                                    value: wp,
+                                    old: None,
+                                },
+                            );
+                        }
+                        let mut attrs = Vec::new();
+                        if om.tpg_lun != dm.tpg_lun {
+                            attrs.push(attr(
+                                "lun",
+                                om.tpg_lun.map(|x| x.to_string()),
+                                Some(t.to_string()),
+                            ));
+                        }
+                        if om.write_protect.is_some() && om.write_protect != Some(wp) {
+                            attrs.push(attr(
+                                "write_protect",
+                                om.write_protect.map(yes_no),
+                                Some(yes_no(wp)),
+                            ));
+                        }
+                        let reason = if om.tpg_lun != dm.tpg_lun || om.link.is_none() {
+                            None
+                        } else if om.write_protect.is_none() {
+                            Some(
+                                "re-mapped: the mapping is dead (its LUN lost its backstore link)"
+                                    .to_string(),
+                            )
+                        } else {
+                            Some("re-mapped: its LUN is re-linked".to_string())
+                        };
+                        self.change(Action::Update, mid, attrs, reason);
+                    } else if om.write_protect != Some(wp) {
+                        self.build(
+                            target,
+                            Op::SetWriteProtect {
+                                target: target.to_string(),
+                                tag,
+                                initiator: init.to_string(),
+                                lun: m,
+                                value: wp,
+                                old: om.write_protect,
+                            },
+                        );
+                        self.change(
+                            Action::Update,
+                            mid,
+                            vec![attr(
+                                "write_protect",
+                                om.write_protect.map(yes_no),
+                                Some(yes_no(wp)),
+                            )],
+                            None,
+                        );
+                    }
+                }
+                (None, Some(om)) => {
+                    // Unmanaged mapping kept: re-map if its TPG LUN is relinked.
+                    let kept = !self.deletable(&mid)
+                        && !om.tpg_lun.is_some_and(|t| lp.removed.contains(&t));
+                    if kept {
+                        if let (Some(t), Some(_)) = (om.tpg_lun, &om.link) {
+                            if lp.relinked.contains(&t) {
+                                self.build(
+                                    target,
+                                    Op::MapLun {
+                                        target: target.to_string(),
+                                        tag,
+                                        initiator: init.to_string(),
+                                        lun: m,
+                                        tpg_lun: t,
+                                        link: LINK_NAME.to_string(),
+                                    },
+                                );
+                                if let Some(wp) = om.write_protect {
+                                    self.build(
+                                        target,
+                                        Op::SetWriteProtect {
+                                            target: target.to_string(),
+                                            tag,
+                                            initiator: init.to_string(),
+                                            lun: m,
+                                            value: wp,
+                                            old: None,
+                                        },
+                                    );
+                                }
+                            }
+                        }
+                    }
+                }
+                (None, None) => {}
+            }
+        }
+    }
+}
