@@ -4,7 +4,7 @@
 //! deleting mapped LUNs (a mapping whose TPG LUN is re-linked or dead is mapped
 //! again, §4.2), and the kernel's default `write_protect` of a new mapping (§3.6).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::state::{Acl, BackstoreKind, ChapCreds, MappedLun, ObjectId, Tpg};
 
@@ -404,6 +404,97 @@ impl Differ<'_> {
                     }
                 }
                 (None, None) => {}
+            }
+        }
+    }
+
+    /// Teardown of ACLs: delete undesired managed ones with their mappings; unmap what
+    /// kept ACLs must lose or map again.
+    pub(super) fn teardown_acls(&mut self, target: &str, tag: u16, d: &Tpg, o: &Tpg, lp: &LunPlan) {
+        let acl_names: BTreeSet<&String> = d.acls.keys().chain(o.acls.keys()).collect();
+        for init in &acl_names {
+            let aid = ObjectId::Acl {
+                target: target.to_string(),
+                tag,
+                initiator: (*init).clone(),
+            };
+            match (d.acls.get(*init), o.acls.get(*init)) {
+                (None, Some(oa)) if self.deletable(&aid) => {
+                    let why = self.why_delete(&aid);
+                    self.cuts
+                        .push((aid.clone(), format!("delete ACL {init:?}")));
+                    self.change(Action::Delete, aid.clone(), vec![], why);
+                    for (m, ml) in &oa.mapped {
+                        self.change(
+                            Action::Delete,
+                            ObjectId::MappedLun {
+                                target: target.to_string(),
+                                tag,
+                                initiator: (*init).clone(),
+                                lun: *m,
+                            },
+                            vec![],
+                            None,
+                        );
+                        self.emit_unmap(target, tag, init, *m, ml);
+                        self.teardown(
+                            target,
+                            Op::DeleteMappedLun {
+                                target: target.to_string(),
+                                tag,
+                                initiator: (*init).clone(),
+                                lun: *m,
+                            },
+                        );
+                    }
+                    self.teardown(
+                        target,
+                        Op::DeleteAcl {
+                            target: target.to_string(),
+                            tag,
+                            initiator: (*init).clone(),
+                            auth: oa.auth.clone(),
+                            authentication: oa.authentication,
+                        },
+                    );
+                }
+                (None, Some(oa)) => {
+                    self.plan.unmanaged.push(aid);
+                    self.teardown_mappings(target, tag, init, None, oa, lp);
+                }
+                (Some(da), Some(oa)) => self.teardown_mappings(target, tag, init, Some(da), oa, lp),
+                _ => {}
+            }
+        }
+    }
+
+    /// Build ACLs: create or update desired ones with their mappings; for an unmanaged
+    /// ACL, map again its mappings of relinked LUNs.
+    pub(super) fn build_acls(&mut self, target: &str, tag: u16, d: &Tpg, o: &Tpg, lp: &LunPlan) {
+        let acl_names: BTreeSet<&String> = d.acls.keys().chain(o.acls.keys()).collect();
+        for init in &acl_names {
+            match (d.acls.get(*init), o.acls.get(*init)) {
+                (Some(da), None) => {
+                    let fresh = Acl {
+                        auth: Some(ChapCreds::default()),
+                        authentication: None,
+                        mapped: BTreeMap::new(),
+                        extra: BTreeMap::new(),
+                        origin: None,
+                    };
+                    self.build_acl(target, tag, init, da, &fresh, true, d, o, lp);
+                }
+                (Some(da), Some(oa)) => self.build_acl(target, tag, init, da, oa, false, d, o, lp),
+                (None, Some(oa))
+                    if !self.deletable(&ObjectId::Acl {
+                        target: target.to_string(),
+                        tag,
+                        initiator: (*init).clone(),
+                    }) =>
+                {
+                    self.rebuild_unmanaged_mappings(target, tag, init, None, oa, lp);
+                }
+                _ => {}
             }
         }
     }

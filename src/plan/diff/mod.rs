@@ -40,7 +40,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::state::{HostFacts, ObjectId, Observed, Session, State};
 
 use super::op::{Lane, Op, Phase};
-use super::{Action, AttrChange, Change, Plan, PlannedOp, Refusal, SessionCut};
+use super::{Action, AttrChange, Change, Plan, PlannedOp, Refusal};
 
 mod acl;
 mod backstore;
@@ -52,6 +52,8 @@ mod target;
 #[cfg(test)]
 mod tests;
 mod tpg;
+
+use lun::LunPlan;
 
 /// Switches of a plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -123,16 +125,6 @@ struct Differ<'a> {
     resolved_sizes: BTreeMap<String, u64>,
     /// Observed LUN links by backstore name: (HBA, LUN).
     link_index: BTreeMap<String, Vec<(Option<String>, ObjectId)>>,
-}
-
-/// Per-TPG decisions about LUNs, made before ops are emitted (unmaps must precede
-/// unlinks in the teardown lane).
-#[derive(Default)]
-struct LunPlan {
-    /// Deleted TPG LUNs.
-    removed: BTreeSet<u64>,
-    /// Unlinked in teardown and linked again in the targets phase.
-    relinked: BTreeSet<u64>,
 }
 
 fn attr(name: &str, old: Option<String>, new: Option<String>) -> AttrChange {
@@ -296,46 +288,7 @@ impl<'a> Differ<'a> {
     }
 
     fn finish(mut self) -> Plan {
-        // Sessions the plan would cut.
-        let mut seen: BTreeSet<(String, u16, String, Option<String>, String)> = BTreeSet::new();
-        let cuts = std::mem::take(&mut self.cuts);
-        for (obj, by) in &cuts {
-            for s in self.sessions {
-                if self.session_affected(s, obj) {
-                    let key = (
-                        s.target.clone(),
-                        s.tpg,
-                        s.initiator.clone(),
-                        s.isid.clone(),
-                        by.clone(),
-                    );
-                    if seen.insert(key) {
-                        self.plan.sessions_cut.push(SessionCut {
-                            session: s.clone(),
-                            by: by.clone(),
-                        });
-                    }
-                }
-            }
-        }
-        if !self.plan.sessions_cut.is_empty() && !self.opts.force {
-            let list: Vec<String> = self
-                .plan
-                .sessions_cut
-                .iter()
-                .map(|c| format!("{} [{}]", c.session.describe(), c.by))
-                .collect();
-            self.refuse(
-                "sessions",
-                None,
-                format!(
-                    "the plan would cut {} logged-in session(s): {}",
-                    list.len(),
-                    list.join("; ")
-                ),
-                "log the initiators out first, or pass --force to cut them".to_string(),
-            );
-        }
+        self.cut_sessions();
         // Ops in schedule order.
         for ((phase, lane), ops) in std::mem::take(&mut self.lanes) {
             for op in ops {

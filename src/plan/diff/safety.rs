@@ -5,12 +5,14 @@
 //! an unmanaged LUN still links, and which sessions a change would cut (refused
 //! unless `--force`, see `finish`); and warnings about foreign entries.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
 use crate::state::{portals_conflict, ObjectId, Session};
 
 use super::Differ;
 use crate::plan::Action;
+use crate::plan::SessionCut;
 
 impl Differ<'_> {
     /// False (and a refusal) when something isctl does not understand sits inside
@@ -134,6 +136,50 @@ impl Differ<'_> {
                     .is_some_and(|a| a.mapped.values().any(|m| m.tpg_lun == Some(*lun)))
             }
             ObjectId::Backstore { .. } | ObjectId::Portal { .. } | ObjectId::DiscoveryAuth => false,
+        }
+    }
+
+    /// The sessions the recorded cuts would end, once each per (session, change);
+    /// a refusal unless `force`.
+    pub(super) fn cut_sessions(&mut self) {
+        let mut seen: BTreeSet<(String, u16, String, Option<String>, String)> = BTreeSet::new();
+        let cuts = std::mem::take(&mut self.cuts);
+        for (obj, by) in &cuts {
+            for s in self.sessions {
+                if self.session_affected(s, obj) {
+                    let key = (
+                        s.target.clone(),
+                        s.tpg,
+                        s.initiator.clone(),
+                        s.isid.clone(),
+                        by.clone(),
+                    );
+                    if seen.insert(key) {
+                        self.plan.sessions_cut.push(SessionCut {
+                            session: s.clone(),
+                            by: by.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        if !self.plan.sessions_cut.is_empty() && !self.opts.force {
+            let list: Vec<String> = self
+                .plan
+                .sessions_cut
+                .iter()
+                .map(|c| format!("{} [{}]", c.session.describe(), c.by))
+                .collect();
+            self.refuse(
+                "sessions",
+                None,
+                format!(
+                    "the plan would cut {} logged-in session(s): {}",
+                    list.len(),
+                    list.join("; ")
+                ),
+                "log the initiators out first, or pass --force to cut them".to_string(),
+            );
         }
     }
 }

@@ -1,17 +1,47 @@
 //! Syncing one TPG: make an observed (or fresh) TPG match the desired one.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
-use crate::state::{portal_dir_name, Acl, BackstoreRef, ChapCreds, ObjectId, Tpg};
+use crate::state::{portal_dir_name, ChapCreds, ObjectId, Tpg};
 
-use super::super::op::{AuthScope, Op, TpgSetting, LINK_NAME};
-use super::{attr, yes_no, Differ, LunPlan};
+use super::super::op::{AuthScope, Op, TpgSetting};
+use super::{attr, yes_no, Differ};
 use crate::plan::{Action, AttrChange};
 
 impl Differ<'_> {
-    /// Make TPG `o` (observed, or `Tpg::fresh` when `new`) match `d`.
+    /// Make TPG `o` (observed, or `Tpg::fresh` when `new`) match `d`: teardown of
+    /// ACLs and mappings, then LUNs, then portals; then the build of settings, LUNs,
+    /// portals, ACLs and mappings, and enable last.
     pub(super) fn sync_tpg(&mut self, target: &str, d: &Tpg, o: &Tpg, new: bool) {
+        let tag = d.tag;
+        let settings = self.tpg_settings(target, d, o, new);
+        let lp = self.plan_luns(target, tag, d, o);
+
+        self.teardown_acls(target, tag, d, o, &lp);
+        self.teardown_luns(target, tag, d, o, &lp);
+        self.teardown_portals(target, tag, d, o);
+
+        for op in settings {
+            self.build(target, op);
+        }
+        self.build_luns(target, tag, d, o, &lp);
+        self.build_portals(target, tag, d, o);
+        self.build_acls(target, tag, d, o, &lp);
+        if d.enabled && !o.enabled {
+            self.build(
+                target,
+                Op::EnableTpg {
+                    target: target.to_string(),
+                    tag,
+                },
+            );
+        }
+    }
+
+    /// The TPG's own settings: attributes, `TargetAlias`, CHAP credentials; records the
+    /// TPG's change and returns its build ops (`CreateTpg` first when `new`).
+    pub(super) fn tpg_settings(&mut self, target: &str, d: &Tpg, o: &Tpg, new: bool) -> Vec<Op> {
         let tag = d.tag;
         let tpg_id = ObjectId::Tpg {
             target: target.to_string(),
@@ -25,7 +55,6 @@ impl Differ<'_> {
             });
         }
 
-        // --- TPG settings
         let mut attrs = Vec::new();
         let set =
             |value: TpgSetting, old: TpgSetting, ops: &mut Vec<Op>, attrs: &mut Vec<AttrChange>| {
@@ -99,134 +128,18 @@ impl Differ<'_> {
                     attrs.push(attr(n, None, Some(v)));
                 }
             }
-            self.change(Action::Create, tpg_id.clone(), attrs, None);
+            self.change(Action::Create, tpg_id, attrs, None);
         } else if !attrs.is_empty() || (d.enabled && !o.enabled) {
             if d.enabled && !o.enabled {
                 attrs.push(attr("enabled", Some("false".into()), Some("true".into())));
             }
-            self.change(Action::Update, tpg_id.clone(), attrs, None);
+            self.change(Action::Update, tpg_id, attrs, None);
         }
+        build_ops
+    }
 
-        // --- LUN decisions
-        let mut lp = LunPlan::default();
-        let lun_ids: BTreeSet<u64> = d.luns.keys().chain(o.luns.keys()).copied().collect();
-        for l in &lun_ids {
-            let lid = ObjectId::Lun {
-                target: target.to_string(),
-                tag,
-                lun: *l,
-            };
-            match (d.luns.get(l), o.luns.get(l)) {
-                (None, Some(ol)) => {
-                    if self.deletable(&lid) {
-                        lp.removed.insert(*l);
-                    } else {
-                        self.plan.unmanaged.push(lid);
-                        if ol.link.is_some()
-                            && ol
-                                .backstore
-                                .as_ref()
-                                .is_some_and(|b| self.replaced.contains(&b.name))
-                        {
-                            lp.relinked.insert(*l);
-                        }
-                    }
-                }
-                (Some(dl), Some(ol)) => {
-                    if let (Some(want), Some(have), Some(_)) =
-                        (&dl.backstore, &ol.backstore, &ol.link)
-                    {
-                        if !self.link_is_current(want, have) {
-                            lp.relinked.insert(*l);
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-
-        // --- teardown: ACLs and mappings first, then LUNs, then portals
-        let acl_names: BTreeSet<&String> = d.acls.keys().chain(o.acls.keys()).collect();
-        for init in &acl_names {
-            let aid = ObjectId::Acl {
-                target: target.to_string(),
-                tag,
-                initiator: (*init).clone(),
-            };
-            match (d.acls.get(*init), o.acls.get(*init)) {
-                (None, Some(oa)) if self.deletable(&aid) => {
-                    let why = self.why_delete(&aid);
-                    self.cuts
-                        .push((aid.clone(), format!("delete ACL {init:?}")));
-                    self.change(Action::Delete, aid.clone(), vec![], why);
-                    for (m, ml) in &oa.mapped {
-                        self.change(
-                            Action::Delete,
-                            ObjectId::MappedLun {
-                                target: target.to_string(),
-                                tag,
-                                initiator: (*init).clone(),
-                                lun: *m,
-                            },
-                            vec![],
-                            None,
-                        );
-                        self.emit_unmap(target, tag, init, *m, ml);
-                        self.teardown(
-                            target,
-                            Op::DeleteMappedLun {
-                                target: target.to_string(),
-                                tag,
-                                initiator: (*init).clone(),
-                                lun: *m,
-                            },
-                        );
-                    }
-                    self.teardown(
-                        target,
-                        Op::DeleteAcl {
-                            target: target.to_string(),
-                            tag,
-                            initiator: (*init).clone(),
-                            auth: oa.auth.clone(),
-                            authentication: oa.authentication,
-                        },
-                    );
-                }
-                (None, Some(oa)) => {
-                    self.plan.unmanaged.push(aid);
-                    self.teardown_mappings(target, tag, init, None, oa, &lp);
-                }
-                (Some(da), Some(oa)) => {
-                    self.teardown_mappings(target, tag, init, Some(da), oa, &lp)
-                }
-                _ => {}
-            }
-        }
-        for l in &lun_ids {
-            let Some(ol) = o.luns.get(l) else { continue };
-            let lid = ObjectId::Lun {
-                target: target.to_string(),
-                tag,
-                lun: *l,
-            };
-            if lp.removed.contains(l) {
-                let why = self.why_delete(&lid);
-                self.cuts.push((lid.clone(), format!("delete LUN {l}")));
-                self.change(Action::Delete, lid, vec![], why);
-                self.emit_unlink(target, tag, *l, ol);
-                self.teardown(
-                    target,
-                    Op::DeleteLun {
-                        target: target.to_string(),
-                        tag,
-                        lun: *l,
-                    },
-                );
-            } else if lp.relinked.contains(l) {
-                self.emit_unlink(target, tag, *l, ol);
-            }
-        }
+    /// Teardown of portals: delete the undesired managed ones.
+    pub(super) fn teardown_portals(&mut self, target: &str, tag: u16, d: &Tpg, o: &Tpg) {
         let portals: BTreeSet<SocketAddr> =
             d.portals.keys().chain(o.portals.keys()).copied().collect();
         for addr in &portals {
@@ -253,104 +166,13 @@ impl Differ<'_> {
                 }
             }
         }
+    }
 
-        // --- build: settings, LUNs, portals, ACLs, mappings, enable
-        for op in build_ops {
-            self.build(target, op);
-        }
-        for l in &lun_ids {
-            let lid = ObjectId::Lun {
-                target: target.to_string(),
-                tag,
-                lun: *l,
-            };
-            match (d.luns.get(l), o.luns.get(l)) {
-                (Some(dl), None) => {
-                    self.build(
-                        target,
-                        Op::CreateLun {
-                            target: target.to_string(),
-                            tag,
-                            lun: *l,
-                        },
-                    );
-                    if let Some(b) = &dl.backstore {
-                        let r = self.desired_ref(b);
-                        self.build(
-                            target,
-                            Op::LinkLun {
-                                target: target.to_string(),
-                                tag,
-                                lun: *l,
-                                backstore: r,
-                                link: LINK_NAME.to_string(),
-                            },
-                        );
-                        self.change(
-                            Action::Create,
-                            lid,
-                            vec![attr("backstore", None, Some(format!("{:?}", b.name)))],
-                            None,
-                        );
-                    }
-                }
-                (Some(dl), Some(ol)) => {
-                    let Some(b) = &dl.backstore else { continue };
-                    if ol.link.is_none() || ol.backstore.is_none() || lp.relinked.contains(l) {
-                        let r = self.desired_ref(b);
-                        self.build(
-                            target,
-                            Op::LinkLun {
-                                target: target.to_string(),
-                                tag,
-                                lun: *l,
-                                backstore: r,
-                                link: LINK_NAME.to_string(),
-                            },
-                        );
-                        let old = ol.backstore.as_ref().map(|x| format!("{:?}", x.name));
-                        let (new, reason) =
-                            if ol.backstore.as_ref().is_some_and(|x| x.name == b.name) {
-                                (
-                                    format!("{:?} (re-created)", b.name),
-                                    Some("its backstore is replaced".to_string()),
-                                )
-                            } else {
-                                if ol.backstore.is_some() {
-                                    self.cuts.push((lid.clone(), format!("remap LUN {l}")));
-                                }
-                                (format!("{:?}", b.name), None)
-                            };
-                        self.change(
-                            Action::Update,
-                            lid,
-                            vec![attr("backstore", old, Some(new))],
-                            reason,
-                        );
-                    }
-                }
-                (None, Some(ol)) if lp.relinked.contains(l) => {
-                    if let Some(b) = &ol.backstore {
-                        let r = self.desired_ref(&BackstoreRef {
-                            name: b.name.clone(),
-                            hba: None,
-                        });
-                        self.build(
-                            target,
-                            Op::LinkLun {
-                                target: target.to_string(),
-                                tag,
-                                lun: *l,
-                                backstore: r,
-                                link: LINK_NAME.to_string(),
-                            },
-                        );
-                        self.change(Action::Update, lid, vec![attr("backstore", Some(format!("{:?}", b.name)), Some(format!("{:?} (re-created)", b.name)))], Some("not managed, but its backstore is replaced: the link is made again".into()));
-                    }
-                }
-                _ => {}
-            }
-        }
+    /// Build portals: create the missing ones, refused if they collide with a portal
+    /// that stays.
+    pub(super) fn build_portals(&mut self, target: &str, tag: u16, d: &Tpg, o: &Tpg) {
+        let portals: BTreeSet<SocketAddr> =
+            d.portals.keys().chain(o.portals.keys()).copied().collect();
         for addr in &portals {
             if let (Some(_), None) = (d.portals.get(addr), o.portals.get(addr)) {
                 let pid = ObjectId::Portal {
@@ -370,40 +192,6 @@ impl Differ<'_> {
                 );
                 self.change(Action::Create, pid, vec![], None);
             }
-        }
-        for init in &acl_names {
-            match (d.acls.get(*init), o.acls.get(*init)) {
-                (Some(da), None) => {
-                    let fresh = Acl {
-                        auth: Some(ChapCreds::default()),
-                        authentication: None,
-                        mapped: BTreeMap::new(),
-                        extra: BTreeMap::new(),
-                        origin: None,
-                    };
-                    self.build_acl(target, tag, init, da, &fresh, true, d, o, &lp);
-                }
-                (Some(da), Some(oa)) => self.build_acl(target, tag, init, da, oa, false, d, o, &lp),
-                (None, Some(oa))
-                    if !self.deletable(&ObjectId::Acl {
-                        target: target.to_string(),
-                        tag,
-                        initiator: (*init).clone(),
-                    }) =>
-                {
-                    self.rebuild_unmanaged_mappings(target, tag, init, None, oa, &lp);
-                }
-                _ => {}
-            }
-        }
-        if d.enabled && !o.enabled {
-            self.build(
-                target,
-                Op::EnableTpg {
-                    target: target.to_string(),
-                    tag,
-                },
-            );
         }
     }
 }
