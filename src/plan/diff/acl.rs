@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::state::{Acl, BackstoreKind, ChapCreds, MappedLun, ObjectId, Tpg};
 
-use super::super::op::{AuthScope, Op, LINK_NAME};
+use super::super::op::{AuthScope, Op, TpgAddr, LINK_NAME};
 use super::{attr, yes_no, Differ, LunPlan};
 use crate::plan::Action;
 
@@ -25,10 +25,7 @@ impl Differ<'_> {
             self.teardown(
                 target,
                 Op::UnmapLun {
-                    target: target.to_string(),
-                    tag,
-                    initiator: init.to_string(),
-                    lun: m,
+                    mapped: TpgAddr::new(target, tag).acl(init).mapped_lun(m),
                     tpg_lun,
                     link: link.clone(),
                     write_protect: ml.write_protect,
@@ -89,10 +86,7 @@ impl Differ<'_> {
                         self.teardown(
                             target,
                             Op::DeleteMappedLun {
-                                target: target.to_string(),
-                                tag,
-                                initiator: init.to_string(),
-                                lun: *m,
+                                mapped: TpgAddr::new(target, tag).acl(init).mapped_lun(*m),
                             },
                         );
                     } else {
@@ -137,10 +131,7 @@ impl Differ<'_> {
                     self.build(
                         target,
                         Op::MapLun {
-                            target: target.to_string(),
-                            tag,
-                            initiator: init.to_string(),
-                            lun: *m,
+                            mapped: TpgAddr::new(target, tag).acl(init).mapped_lun(*m),
                             tpg_lun: t,
                             link: LINK_NAME.to_string(),
                         },
@@ -149,10 +140,7 @@ impl Differ<'_> {
                         self.build(
                             target,
                             Op::SetWriteProtect {
-                                target: target.to_string(),
-                                tag,
-                                initiator: init.to_string(),
-                                lun: *m,
+                                mapped: TpgAddr::new(target, tag).acl(init).mapped_lun(*m),
                                 value: wp,
                                 old: None,
                             },
@@ -185,9 +173,7 @@ impl Differ<'_> {
         let mut attrs = Vec::new();
         if new {
             ops.push(Op::CreateAcl {
-                target: target.to_string(),
-                tag,
-                initiator: init.to_string(),
+                acl: TpgAddr::new(target, tag).acl(init),
             });
         }
         if da.authentication != oa.authentication {
@@ -201,19 +187,13 @@ impl Differ<'_> {
                 Some(show(da.authentication)),
             ));
             ops.push(Op::SetAclAuthentication {
-                target: target.to_string(),
-                tag,
-                initiator: init.to_string(),
+                acl: TpgAddr::new(target, tag).acl(init),
                 value: da.authentication,
                 old: if new { None } else { Some(oa.authentication) },
             });
         }
         if let Some(want) = &da.auth {
-            let scope = AuthScope::Acl {
-                target: target.to_string(),
-                tag,
-                initiator: init.to_string(),
-            };
+            let scope = AuthScope::Acl(TpgAddr::new(target, tag).acl(init));
             let empty = ChapCreds::default();
             let have = if new {
                 None
@@ -245,19 +225,13 @@ impl Differ<'_> {
                     self.build(
                         target,
                         Op::CreateMappedLun {
-                            target: target.to_string(),
-                            tag,
-                            initiator: init.to_string(),
-                            lun: m,
+                            mapped: TpgAddr::new(target, tag).acl(init).mapped_lun(m),
                         },
                     );
                     self.build(
                         target,
                         Op::MapLun {
-                            target: target.to_string(),
-                            tag,
-                            initiator: init.to_string(),
-                            lun: m,
+                            mapped: TpgAddr::new(target, tag).acl(init).mapped_lun(m),
                             tpg_lun: t,
                             link: LINK_NAME.to_string(),
                         },
@@ -267,10 +241,7 @@ impl Differ<'_> {
                         self.build(
                             target,
                             Op::SetWriteProtect {
-                                target: target.to_string(),
-                                tag,
-                                initiator: init.to_string(),
-                                lun: m,
+                                mapped: TpgAddr::new(target, tag).acl(init).mapped_lun(m),
                                 value: wp,
                                 old: None,
                             },
@@ -297,10 +268,7 @@ impl Differ<'_> {
                         self.build(
                             target,
                             Op::MapLun {
-                                target: target.to_string(),
-                                tag,
-                                initiator: init.to_string(),
-                                lun: m,
+                                mapped: TpgAddr::new(target, tag).acl(init).mapped_lun(m),
                                 tpg_lun: t,
                                 link: LINK_NAME.to_string(),
                             },
@@ -309,10 +277,7 @@ impl Differ<'_> {
                             self.build(
                                 target,
                                 Op::SetWriteProtect {
-                                    target: target.to_string(),
-                                    tag,
-                                    initiator: init.to_string(),
-                                    lun: m,
+                                    mapped: TpgAddr::new(target, tag).acl(init).mapped_lun(m),
                                     value: wp,
                                     old: None,
                                 },
@@ -348,10 +313,7 @@ impl Differ<'_> {
                         self.build(
                             target,
                             Op::SetWriteProtect {
-                                target: target.to_string(),
-                                tag,
-                                initiator: init.to_string(),
-                                lun: m,
+                                mapped: TpgAddr::new(target, tag).acl(init).mapped_lun(m),
                                 value: wp,
                                 old: om.write_protect,
                             },
@@ -378,10 +340,7 @@ impl Differ<'_> {
                                 self.build(
                                     target,
                                     Op::MapLun {
-                                        target: target.to_string(),
-                                        tag,
-                                        initiator: init.to_string(),
-                                        lun: m,
+                                        mapped: TpgAddr::new(target, tag).acl(init).mapped_lun(m),
                                         tpg_lun: t,
                                         link: LINK_NAME.to_string(),
                                     },
@@ -390,10 +349,9 @@ impl Differ<'_> {
                                     self.build(
                                         target,
                                         Op::SetWriteProtect {
-                                            target: target.to_string(),
-                                            tag,
-                                            initiator: init.to_string(),
-                                            lun: m,
+                                            mapped: TpgAddr::new(target, tag)
+                                                .acl(init)
+                                                .mapped_lun(m),
                                             value: wp,
                                             old: None,
                                         },
@@ -440,19 +398,14 @@ impl Differ<'_> {
                         self.teardown(
                             target,
                             Op::DeleteMappedLun {
-                                target: target.to_string(),
-                                tag,
-                                initiator: (*init).clone(),
-                                lun: *m,
+                                mapped: TpgAddr::new(target, tag).acl(*init).mapped_lun(*m),
                             },
                         );
                     }
                     self.teardown(
                         target,
                         Op::DeleteAcl {
-                            target: target.to_string(),
-                            tag,
-                            initiator: (*init).clone(),
+                            acl: TpgAddr::new(target, tag).acl(*init),
                             auth: oa.auth.clone(),
                             authentication: oa.authentication,
                         },

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 
 use crate::state::{BackstoreRef, ObjectId, Tpg};
 
-use super::super::op::{Op, LINK_NAME};
+use super::super::op::{Op, TpgAddr, LINK_NAME};
 use super::{attr, Differ};
 use crate::plan::Action;
 
@@ -28,9 +28,7 @@ impl Differ<'_> {
             self.teardown(
                 target,
                 Op::UnlinkLun {
-                    target: target.to_string(),
-                    tag,
-                    lun: l,
+                    lun: TpgAddr::new(target, tag).lun(l),
                     backstore: b.clone(),
                     link: link.clone(),
                 },
@@ -119,9 +117,7 @@ impl Differ<'_> {
                 self.teardown(
                     target,
                     Op::DeleteLun {
-                        target: target.to_string(),
-                        tag,
-                        lun: *l,
+                        lun: TpgAddr::new(target, tag).lun(*l),
                     },
                 );
             } else if lp.relinked.contains(l) {
@@ -145,9 +141,7 @@ impl Differ<'_> {
                     self.build(
                         target,
                         Op::CreateLun {
-                            target: target.to_string(),
-                            tag,
-                            lun: *l,
+                            lun: TpgAddr::new(target, tag).lun(*l),
                         },
                     );
                     if let Some(b) = &dl.backstore {
@@ -155,9 +149,7 @@ impl Differ<'_> {
                         self.build(
                             target,
                             Op::LinkLun {
-                                target: target.to_string(),
-                                tag,
-                                lun: *l,
+                                lun: TpgAddr::new(target, tag).lun(*l),
                                 backstore: r,
                                 link: LINK_NAME.to_string(),
                             },
@@ -177,9 +169,7 @@ impl Differ<'_> {
                         self.build(
                             target,
                             Op::LinkLun {
-                                target: target.to_string(),
-                                tag,
-                                lun: *l,
+                                lun: TpgAddr::new(target, tag).lun(*l),
                                 backstore: r,
                                 link: LINK_NAME.to_string(),
                             },
@@ -214,9 +204,7 @@ impl Differ<'_> {
                         self.build(
                             target,
                             Op::LinkLun {
-                                target: target.to_string(),
-                                tag,
-                                lun: *l,
+                                lun: TpgAddr::new(target, tag).lun(*l),
                                 backstore: r,
                                 link: LINK_NAME.to_string(),
                             },

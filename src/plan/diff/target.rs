@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 
 use crate::state::{portal_dir_name, tpg_object_ids, BackstoreRef, ObjectId, Target, Tpg};
 
-use super::super::op::{Op, TpgSnapshot, LINK_NAME};
+use super::super::op::{Op, TargetAddr, TpgAddr, TpgSnapshot, LINK_NAME};
 use super::{attr, Differ, LunPlan};
 use crate::plan::Action;
 
@@ -17,7 +17,7 @@ impl Differ<'_> {
         self.build(
             &dt.name,
             Op::CreateTarget {
-                target: dt.name.clone(),
+                target: TargetAddr::new(dt.name.clone()),
             },
         );
         self.change(
@@ -48,7 +48,7 @@ impl Differ<'_> {
         self.teardown(
             &ot.name,
             Op::DeleteTarget {
-                target: ot.name.clone(),
+                target: TargetAddr::new(ot.name.clone()),
             },
         );
     }
@@ -95,8 +95,7 @@ impl Differ<'_> {
             self.teardown(
                 target,
                 Op::DisableTpg {
-                    target: target.to_string(),
-                    tag,
+                    tpg: TpgAddr::new(target, tag),
                 },
             );
         }
@@ -106,19 +105,14 @@ impl Differ<'_> {
                 self.teardown(
                     target,
                     Op::DeleteMappedLun {
-                        target: target.to_string(),
-                        tag,
-                        initiator: init.clone(),
-                        lun: *m,
+                        mapped: TpgAddr::new(target, tag).acl(init).mapped_lun(*m),
                     },
                 );
             }
             self.teardown(
                 target,
                 Op::DeleteAcl {
-                    target: target.to_string(),
-                    tag,
-                    initiator: init.clone(),
+                    acl: TpgAddr::new(target, tag).acl(init),
                     auth: acl.auth.clone(),
                     authentication: acl.authentication,
                 },
@@ -129,9 +123,7 @@ impl Differ<'_> {
             self.teardown(
                 target,
                 Op::DeleteLun {
-                    target: target.to_string(),
-                    tag,
-                    lun: *l,
+                    lun: TpgAddr::new(target, tag).lun(*l),
                 },
             );
         }
@@ -139,8 +131,7 @@ impl Differ<'_> {
             self.teardown(
                 target,
                 Op::DeletePortal {
-                    target: target.to_string(),
-                    tag,
+                    tpg: TpgAddr::new(target, tag),
                     portal: *addr,
                     dir: p.dir.clone().unwrap_or_else(|| portal_dir_name(addr)),
                 },
@@ -149,8 +140,7 @@ impl Differ<'_> {
         self.teardown(
             target,
             Op::DeleteTpg {
-                target: target.to_string(),
-                tag,
+                tpg: TpgAddr::new(target, tag),
                 snapshot: Box::new(TpgSnapshot {
                     alias: o.alias.clone(),
                     authentication: o.authentication,
@@ -199,9 +189,7 @@ impl Differ<'_> {
                 self.build(
                     target,
                     Op::LinkLun {
-                        target: target.to_string(),
-                        tag,
-                        lun: *l,
+                        lun: TpgAddr::new(target, tag).lun(*l),
                         backstore: r,
                         link: LINK_NAME.to_string(),
                     },
@@ -230,10 +218,7 @@ impl Differ<'_> {
                     self.build(
                         target,
                         Op::MapLun {
-                            target: target.to_string(),
-                            tag,
-                            initiator: init.clone(),
-                            lun: *m,
+                            mapped: TpgAddr::new(target, tag).acl(init).mapped_lun(*m),
                             tpg_lun: t,
                             link: LINK_NAME.to_string(),
                         },
@@ -242,10 +227,7 @@ impl Differ<'_> {
                         self.build(
                             target,
                             Op::SetWriteProtect {
-                                target: target.to_string(),
-                                tag,
-                                initiator: init.clone(),
-                                lun: *m,
+                                mapped: TpgAddr::new(target, tag).acl(init).mapped_lun(*m),
                                 value: wp,
                                 old: None,
                             },

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use crate::state::{portal_dir_name, ChapCreds, ObjectId, Tpg};
 
-use super::super::op::{AuthScope, Op, TpgSetting};
+use super::super::op::{AuthScope, Op, TpgAddr, TpgSetting};
 use super::{attr, yes_no, Differ};
 use crate::plan::{Action, AttrChange};
 
@@ -32,8 +32,7 @@ impl Differ<'_> {
             self.build(
                 target,
                 Op::EnableTpg {
-                    target: target.to_string(),
-                    tag,
+                    tpg: TpgAddr::new(target, tag),
                 },
             );
         }
@@ -50,8 +49,7 @@ impl Differ<'_> {
         let mut build_ops: Vec<Op> = Vec::new();
         if new {
             build_ops.push(Op::CreateTpg {
-                target: target.to_string(),
-                tag,
+                tpg: TpgAddr::new(target, tag),
             });
         }
 
@@ -64,8 +62,7 @@ impl Differ<'_> {
                     Some(value.value_string()),
                 ));
                 ops.push(Op::SetTpg {
-                    target: target.to_string(),
-                    tag,
+                    tpg: TpgAddr::new(target, tag),
                     value,
                     old: if new { None } else { Some(old) },
                 });
@@ -105,10 +102,7 @@ impl Differ<'_> {
             }
         }
         if let Some(want) = &d.auth {
-            let scope = AuthScope::Tpg {
-                target: target.to_string(),
-                tag,
-            };
+            let scope = AuthScope::Tpg(TpgAddr::new(target, tag));
             let empty = ChapCreds::default();
             let have = if new {
                 None
@@ -155,8 +149,7 @@ impl Differ<'_> {
                     self.teardown(
                         target,
                         Op::DeletePortal {
-                            target: target.to_string(),
-                            tag,
+                            tpg: TpgAddr::new(target, tag),
                             portal: *addr,
                             dir: op.dir.clone().unwrap_or_else(|| portal_dir_name(addr)),
                         },
@@ -184,8 +177,7 @@ impl Differ<'_> {
                 self.build(
                     target,
                     Op::CreatePortal {
-                        target: target.to_string(),
-                        tag,
+                        tpg: TpgAddr::new(target, tag),
                         portal: *addr,
                         dir: portal_dir_name(addr),
                     },
