@@ -6,29 +6,53 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::state::{Acl, BackstoreKind, ChapCreds, MappedLun, ObjectId, Tpg};
+use crate::state::{Acl, BackstoreKind, ChapCreds, MappedLun, Tpg};
 
-use super::super::op::{AuthScope, Op, TpgAddr, LINK_NAME};
+use super::super::op::{AclAddr, AuthScope, MappedLunAddr, Op, TpgAddr, LINK_NAME};
 use super::{attr, yes_no, Differ, LunPlan};
 use crate::plan::Action;
 
 impl Differ<'_> {
-    pub(super) fn emit_unmap(
-        &mut self,
-        target: &str,
-        tag: u16,
-        init: &str,
-        m: u64,
-        ml: &MappedLun,
-    ) {
+    /// Remove mapping `mapped`'s link to its TPG LUN (if linked), keeping its write
+    /// protection for undo.
+    pub(super) fn emit_unmap(&mut self, mapped: &MappedLunAddr, ml: &MappedLun) {
         if let (Some(tpg_lun), Some(link)) = (ml.tpg_lun, &ml.link) {
             self.teardown(
-                target,
+                &mapped.acl.tpg.target,
                 Op::UnmapLun {
-                    mapped: TpgAddr::new(target, tag).acl(init).mapped_lun(m),
+                    mapped: mapped.clone(),
                     tpg_lun,
                     link: link.clone(),
                     write_protect: ml.write_protect,
+                },
+            );
+        }
+    }
+
+    /// Map `mapped` to TPG LUN `tpg_lun` again, as it was: a kept mapping whose LUN
+    /// is relinked (its old write protection is written back when known).
+    pub(super) fn map_again(
+        &mut self,
+        mapped: &MappedLunAddr,
+        tpg_lun: u64,
+        write_protect: Option<bool>,
+    ) {
+        let target = &mapped.acl.tpg.target;
+        self.build(
+            target,
+            Op::MapLun {
+                mapped: mapped.clone(),
+                tpg_lun,
+                link: LINK_NAME.to_string(),
+            },
+        );
+        if let Some(wp) = write_protect {
+            self.build(
+                target,
+                Op::SetWriteProtect {
+                    mapped: mapped.clone(),
+                    value: wp,
+                    old: None,
                 },
             );
         }
@@ -47,24 +71,57 @@ impl Differ<'_> {
         ro_backstore || o.prod_mode_write_protect.unwrap_or(false)
     }
 
+    /// Teardown of ACLs: delete undesired managed ones with their mappings; unmap what
+    /// kept ACLs must lose or map again.
+    pub(super) fn teardown_acls(&mut self, tpg: &TpgAddr, d: &Tpg, o: &Tpg, lp: &LunPlan) {
+        let acl_names: BTreeSet<&String> = d.acls.keys().chain(o.acls.keys()).collect();
+        for init in acl_names {
+            let acl = tpg.acl(init);
+            let aid = acl.object();
+            match (d.acls.get(init), o.acls.get(init)) {
+                (None, Some(oa)) if self.deletable(&aid) => {
+                    let why = self.why_delete(&aid);
+                    self.cuts
+                        .push((aid.clone(), format!("delete ACL {init:?}")));
+                    self.change(Action::Delete, aid, vec![], why);
+                    for (m, ml) in &oa.mapped {
+                        let mapped = acl.mapped_lun(*m);
+                        self.change(Action::Delete, mapped.object(), vec![], None);
+                        self.emit_unmap(&mapped, ml);
+                        self.teardown(&tpg.target, Op::DeleteMappedLun { mapped });
+                    }
+                    self.teardown(
+                        &tpg.target,
+                        Op::DeleteAcl {
+                            acl,
+                            auth: oa.auth.clone(),
+                            authentication: oa.authentication,
+                        },
+                    );
+                }
+                (None, Some(oa)) => {
+                    self.plan.unmanaged.push(aid);
+                    self.teardown_mappings(&acl, None, oa, lp);
+                }
+                (Some(da), Some(oa)) => self.teardown_mappings(&acl, Some(da), oa, lp),
+                _ => {}
+            }
+        }
+    }
+
     /// Teardown of an existing ACL's mappings: removed, remapped, or re-created
     /// because their TPG LUN is relinked or they are dead.
     pub(super) fn teardown_mappings(
         &mut self,
-        target: &str,
-        tag: u16,
-        init: &str,
+        acl: &AclAddr,
         da: Option<&Acl>,
         oa: &Acl,
         lp: &LunPlan,
     ) {
+        let init = &acl.initiator;
         for (m, ml) in &oa.mapped {
-            let mid = ObjectId::MappedLun {
-                target: target.to_string(),
-                tag,
-                initiator: init.to_string(),
-                lun: *m,
-            };
+            let mapped = acl.mapped_lun(*m);
+            let mid = mapped.object();
             let points_removed = ml.tpg_lun.is_some_and(|t| lp.removed.contains(&t));
             let want = da.and_then(|a| a.mapped.get(m));
             match want {
@@ -82,19 +139,14 @@ impl Differ<'_> {
                         self.cuts
                             .push((mid.clone(), format!("unmap LUN {m} from {init:?}")));
                         self.change(Action::Delete, mid, vec![], reason);
-                        self.emit_unmap(target, tag, init, *m, ml);
-                        self.teardown(
-                            target,
-                            Op::DeleteMappedLun {
-                                mapped: TpgAddr::new(target, tag).acl(init).mapped_lun(*m),
-                            },
-                        );
+                        self.emit_unmap(&mapped, ml);
+                        self.teardown(&acl.tpg.target, Op::DeleteMappedLun { mapped });
                     } else {
                         if da.is_some() {
                             self.plan.unmanaged.push(mid);
                         }
                         if ml.tpg_lun.is_some_and(|t| lp.relinked.contains(&t)) {
-                            self.emit_unmap(target, tag, init, *m, ml);
+                            self.emit_unmap(&mapped, ml);
                         }
                     }
                 }
@@ -108,73 +160,61 @@ impl Differ<'_> {
                             self.cuts
                                 .push((mid.clone(), format!("remap LUN {m} of {init:?}")));
                         }
-                        self.emit_unmap(target, tag, init, *m, ml);
+                        self.emit_unmap(&mapped, ml);
                     }
                 }
+            }
+        }
+    }
+
+    /// Build ACLs: create or update desired ones with their mappings; for an unmanaged
+    /// ACL, map again its mappings of relinked LUNs.
+    pub(super) fn build_acls(&mut self, tpg: &TpgAddr, d: &Tpg, o: &Tpg, lp: &LunPlan) {
+        let acl_names: BTreeSet<&String> = d.acls.keys().chain(o.acls.keys()).collect();
+        for init in acl_names {
+            let acl = tpg.acl(init);
+            match (d.acls.get(init), o.acls.get(init)) {
+                (Some(da), None) => {
+                    let fresh = Acl {
+                        auth: Some(ChapCreds::default()),
+                        authentication: None,
+                        mapped: BTreeMap::new(),
+                        extra: BTreeMap::new(),
+                        origin: None,
+                    };
+                    self.acl_settings(&acl, da, &fresh, true);
+                    self.build_mappings(&acl, da, &fresh, d, o, lp);
+                }
+                (Some(da), Some(oa)) => {
+                    self.acl_settings(&acl, da, oa, false);
+                    self.build_mappings(&acl, da, oa, d, o, lp);
+                }
+                (None, Some(oa)) if !self.deletable(&acl.object()) => {
+                    self.rebuild_unmanaged_mappings(&acl, oa, lp);
+                }
+                _ => {}
             }
         }
     }
 
     /// For an unmanaged ACL: re-map its mappings whose TPG LUN is relinked.
-    pub(super) fn rebuild_unmanaged_mappings(
-        &mut self,
-        target: &str,
-        tag: u16,
-        init: &str,
-        _da: Option<&Acl>,
-        oa: &Acl,
-        lp: &LunPlan,
-    ) {
+    pub(super) fn rebuild_unmanaged_mappings(&mut self, acl: &AclAddr, oa: &Acl, lp: &LunPlan) {
         for (m, ml) in &oa.mapped {
             if let (Some(t), Some(_)) = (ml.tpg_lun, &ml.link) {
                 if lp.relinked.contains(&t) {
-                    self.build(
-                        target,
-                        Op::MapLun {
-                            mapped: TpgAddr::new(target, tag).acl(init).mapped_lun(*m),
-                            tpg_lun: t,
-                            link: LINK_NAME.to_string(),
-                        },
-                    );
-                    if let Some(wp) = ml.write_protect {
-                        self.build(
-                            target,
-                            Op::SetWriteProtect {
-                                mapped: TpgAddr::new(target, tag).acl(init).mapped_lun(*m),
-                                value: wp,
-                                old: None,
-                            },
-                        );
-                    }
+                    self.map_again(&acl.mapped_lun(*m), t, ml.write_protect);
                 }
             }
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn build_acl(
-        &mut self,
-        target: &str,
-        tag: u16,
-        init: &str,
-        da: &Acl,
-        oa: &Acl,
-        new: bool,
-        d: &Tpg,
-        o: &Tpg,
-        lp: &LunPlan,
-    ) {
-        let aid = ObjectId::Acl {
-            target: target.to_string(),
-            tag,
-            initiator: init.to_string(),
-        };
+    /// An ACL's own settings (`oa` is a fresh ACL when `new`): create it, its
+    /// `authentication` attribute and CHAP credentials; records the ACL's change.
+    pub(super) fn acl_settings(&mut self, acl: &AclAddr, da: &Acl, oa: &Acl, new: bool) {
         let mut ops = Vec::new();
         let mut attrs = Vec::new();
         if new {
-            ops.push(Op::CreateAcl {
-                acl: TpgAddr::new(target, tag).acl(init),
-            });
+            ops.push(Op::CreateAcl { acl: acl.clone() });
         }
         if da.authentication != oa.authentication {
             let show = |v: Option<bool>| match v {
@@ -187,13 +227,13 @@ impl Differ<'_> {
                 Some(show(da.authentication)),
             ));
             ops.push(Op::SetAclAuthentication {
-                acl: TpgAddr::new(target, tag).acl(init),
+                acl: acl.clone(),
                 value: da.authentication,
                 old: if new { None } else { Some(oa.authentication) },
             });
         }
         if let Some(want) = &da.auth {
-            let scope = AuthScope::Acl(TpgAddr::new(target, tag).acl(init));
+            let scope = AuthScope::Acl(acl.clone());
             let empty = ChapCreds::default();
             let have = if new {
                 None
@@ -203,35 +243,46 @@ impl Differ<'_> {
             self.auth_diff(scope, want, have, &mut ops, &mut attrs);
         }
         if new {
-            self.change(Action::Create, aid, attrs, None);
+            self.change(Action::Create, acl.object(), attrs, None);
         } else if !attrs.is_empty() {
-            self.change(Action::Update, aid, attrs, None);
+            self.change(Action::Update, acl.object(), attrs, None);
         }
         for op in ops {
-            self.build(target, op);
+            self.build(&acl.tpg.target, op);
         }
-        // Mappings.
+    }
+
+    /// A desired ACL's mappings: create new ones (with their write protection when it
+    /// differs from the kernel's default), map again those whose TPG LUN changed, is
+    /// relinked or that are dead, update write protection; kept unmanaged mappings of
+    /// a relinked LUN are mapped again.
+    pub(super) fn build_mappings(
+        &mut self,
+        acl: &AclAddr,
+        da: &Acl,
+        oa: &Acl,
+        d: &Tpg,
+        o: &Tpg,
+        lp: &LunPlan,
+    ) {
+        let target = acl.tpg.target.as_str();
         let ids: BTreeSet<u64> = da.mapped.keys().chain(oa.mapped.keys()).copied().collect();
         for m in ids {
-            let mid = ObjectId::MappedLun {
-                target: target.to_string(),
-                tag,
-                initiator: init.to_string(),
-                lun: m,
-            };
+            let mapped = acl.mapped_lun(m);
+            let mid = mapped.object();
             match (da.mapped.get(&m), oa.mapped.get(&m)) {
                 (Some(dm), None) => {
                     let Some(t) = dm.tpg_lun else { continue };
                     self.build(
                         target,
                         Op::CreateMappedLun {
-                            mapped: TpgAddr::new(target, tag).acl(init).mapped_lun(m),
+                            mapped: mapped.clone(),
                         },
                     );
                     self.build(
                         target,
                         Op::MapLun {
-                            mapped: TpgAddr::new(target, tag).acl(init).mapped_lun(m),
+                            mapped: mapped.clone(),
                             tpg_lun: t,
                             link: LINK_NAME.to_string(),
                         },
@@ -241,7 +292,7 @@ impl Differ<'_> {
                         self.build(
                             target,
                             Op::SetWriteProtect {
-                                mapped: TpgAddr::new(target, tag).acl(init).mapped_lun(m),
+                                mapped,
                                 value: wp,
                                 old: None,
                             },
@@ -268,7 +319,7 @@ impl Differ<'_> {
                         self.build(
                             target,
                             Op::MapLun {
-                                mapped: TpgAddr::new(target, tag).acl(init).mapped_lun(m),
+                                mapped: mapped.clone(),
                                 tpg_lun: t,
                                 link: LINK_NAME.to_string(),
                             },
@@ -277,7 +328,7 @@ impl Differ<'_> {
                             self.build(
                                 target,
                                 Op::SetWriteProtect {
-                                    mapped: TpgAddr::new(target, tag).acl(init).mapped_lun(m),
+                                    mapped,
                                     value: wp,
                                     old: None,
                                 },
@@ -313,7 +364,7 @@ impl Differ<'_> {
                         self.build(
                             target,
                             Op::SetWriteProtect {
-                                mapped: TpgAddr::new(target, tag).acl(init).mapped_lun(m),
+                                mapped,
                                 value: wp,
                                 old: om.write_protect,
                             },
@@ -337,117 +388,12 @@ impl Differ<'_> {
                     if kept {
                         if let (Some(t), Some(_)) = (om.tpg_lun, &om.link) {
                             if lp.relinked.contains(&t) {
-                                self.build(
-                                    target,
-                                    Op::MapLun {
-                                        mapped: TpgAddr::new(target, tag).acl(init).mapped_lun(m),
-                                        tpg_lun: t,
-                                        link: LINK_NAME.to_string(),
-                                    },
-                                );
-                                if let Some(wp) = om.write_protect {
-                                    self.build(
-                                        target,
-                                        Op::SetWriteProtect {
-                                            mapped: TpgAddr::new(target, tag)
-                                                .acl(init)
-                                                .mapped_lun(m),
-                                            value: wp,
-                                            old: None,
-                                        },
-                                    );
-                                }
+                                self.map_again(&mapped, t, om.write_protect);
                             }
                         }
                     }
                 }
                 (None, None) => {}
-            }
-        }
-    }
-
-    /// Teardown of ACLs: delete undesired managed ones with their mappings; unmap what
-    /// kept ACLs must lose or map again.
-    pub(super) fn teardown_acls(&mut self, target: &str, tag: u16, d: &Tpg, o: &Tpg, lp: &LunPlan) {
-        let acl_names: BTreeSet<&String> = d.acls.keys().chain(o.acls.keys()).collect();
-        for init in &acl_names {
-            let aid = ObjectId::Acl {
-                target: target.to_string(),
-                tag,
-                initiator: (*init).clone(),
-            };
-            match (d.acls.get(*init), o.acls.get(*init)) {
-                (None, Some(oa)) if self.deletable(&aid) => {
-                    let why = self.why_delete(&aid);
-                    self.cuts
-                        .push((aid.clone(), format!("delete ACL {init:?}")));
-                    self.change(Action::Delete, aid.clone(), vec![], why);
-                    for (m, ml) in &oa.mapped {
-                        self.change(
-                            Action::Delete,
-                            ObjectId::MappedLun {
-                                target: target.to_string(),
-                                tag,
-                                initiator: (*init).clone(),
-                                lun: *m,
-                            },
-                            vec![],
-                            None,
-                        );
-                        self.emit_unmap(target, tag, init, *m, ml);
-                        self.teardown(
-                            target,
-                            Op::DeleteMappedLun {
-                                mapped: TpgAddr::new(target, tag).acl(*init).mapped_lun(*m),
-                            },
-                        );
-                    }
-                    self.teardown(
-                        target,
-                        Op::DeleteAcl {
-                            acl: TpgAddr::new(target, tag).acl(*init),
-                            auth: oa.auth.clone(),
-                            authentication: oa.authentication,
-                        },
-                    );
-                }
-                (None, Some(oa)) => {
-                    self.plan.unmanaged.push(aid);
-                    self.teardown_mappings(target, tag, init, None, oa, lp);
-                }
-                (Some(da), Some(oa)) => self.teardown_mappings(target, tag, init, Some(da), oa, lp),
-                _ => {}
-            }
-        }
-    }
-
-    /// Build ACLs: create or update desired ones with their mappings; for an unmanaged
-    /// ACL, map again its mappings of relinked LUNs.
-    pub(super) fn build_acls(&mut self, target: &str, tag: u16, d: &Tpg, o: &Tpg, lp: &LunPlan) {
-        let acl_names: BTreeSet<&String> = d.acls.keys().chain(o.acls.keys()).collect();
-        for init in &acl_names {
-            match (d.acls.get(*init), o.acls.get(*init)) {
-                (Some(da), None) => {
-                    let fresh = Acl {
-                        auth: Some(ChapCreds::default()),
-                        authentication: None,
-                        mapped: BTreeMap::new(),
-                        extra: BTreeMap::new(),
-                        origin: None,
-                    };
-                    self.build_acl(target, tag, init, da, &fresh, true, d, o, lp);
-                }
-                (Some(da), Some(oa)) => self.build_acl(target, tag, init, da, oa, false, d, o, lp),
-                (None, Some(oa))
-                    if !self.deletable(&ObjectId::Acl {
-                        target: target.to_string(),
-                        tag,
-                        initiator: (*init).clone(),
-                    }) =>
-                {
-                    self.rebuild_unmanaged_mappings(target, tag, init, None, oa, lp);
-                }
-                _ => {}
             }
         }
     }

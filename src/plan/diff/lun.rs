@@ -6,9 +6,9 @@
 
 use std::collections::BTreeSet;
 
-use crate::state::{BackstoreRef, ObjectId, Tpg};
+use crate::state::{BackstoreRef, Lun, Tpg};
 
-use super::super::op::{Op, TpgAddr, LINK_NAME};
+use super::super::op::{LunAddr, Op, TpgAddr, LINK_NAME};
 use super::{attr, Differ};
 use crate::plan::Action;
 
@@ -23,22 +23,46 @@ pub(super) struct LunPlan {
 }
 
 impl Differ<'_> {
-    pub(super) fn emit_unlink(&mut self, target: &str, tag: u16, l: u64, lun: &crate::state::Lun) {
-        if let (Some(b), Some(link)) = (&lun.backstore, &lun.link) {
+    /// Unlink TPG LUN `lun` from its backstore (if linked), remembering it so that
+    /// deleting the backstore is not blocked by this link.
+    pub(super) fn emit_unlink(&mut self, lun: &LunAddr, ol: &Lun) {
+        if let (Some(b), Some(link)) = (&ol.backstore, &ol.link) {
             self.teardown(
-                target,
+                &lun.tpg.target,
                 Op::UnlinkLun {
-                    lun: TpgAddr::new(target, tag).lun(l),
+                    lun: lun.clone(),
                     backstore: b.clone(),
                     link: link.clone(),
                 },
             );
-            self.unlinked.insert(ObjectId::Lun {
-                target: target.to_string(),
-                tag,
-                lun: l,
-            });
+            self.unlinked.insert(lun.object());
         }
+    }
+
+    /// Link again an unmanaged LUN whose backstore `name` is replaced.
+    pub(super) fn relink_unmanaged_lun(&mut self, lun: &LunAddr, name: &str) {
+        let r = self.desired_ref(&BackstoreRef {
+            name: name.to_string(),
+            hba: None,
+        });
+        self.build(
+            &lun.tpg.target,
+            Op::LinkLun {
+                lun: lun.clone(),
+                backstore: r,
+                link: LINK_NAME.to_string(),
+            },
+        );
+        self.change(
+            Action::Update,
+            lun.object(),
+            vec![attr(
+                "backstore",
+                Some(format!("{name:?}")),
+                Some(format!("{name:?} (re-created)")),
+            )],
+            Some("not managed, but its backstore is replaced: the link is made again".into()),
+        );
     }
 
     /// The backstore reference a desired LUN resolves to after this plan.
@@ -59,15 +83,11 @@ impl Differ<'_> {
 
     /// Decide which TPG LUNs are deleted and which are unlinked and linked again, before
     /// any op is emitted (unmaps must precede unlinks in the teardown lane).
-    pub(super) fn plan_luns(&mut self, target: &str, tag: u16, d: &Tpg, o: &Tpg) -> LunPlan {
+    pub(super) fn plan_luns(&mut self, tpg: &TpgAddr, d: &Tpg, o: &Tpg) -> LunPlan {
         let mut lp = LunPlan::default();
         let lun_ids: BTreeSet<u64> = d.luns.keys().chain(o.luns.keys()).copied().collect();
         for l in &lun_ids {
-            let lid = ObjectId::Lun {
-                target: target.to_string(),
-                tag,
-                lun: *l,
-            };
+            let lid = tpg.lun(*l).object();
             match (d.luns.get(l), o.luns.get(l)) {
                 (None, Some(ol)) => {
                     if self.deletable(&lid) {
@@ -100,63 +120,44 @@ impl Differ<'_> {
     }
 
     /// Teardown of TPG LUNs: delete the removed ones, unlink the relinked ones.
-    pub(super) fn teardown_luns(&mut self, target: &str, tag: u16, d: &Tpg, o: &Tpg, lp: &LunPlan) {
-        let lun_ids: BTreeSet<u64> = d.luns.keys().chain(o.luns.keys()).copied().collect();
-        for l in &lun_ids {
-            let Some(ol) = o.luns.get(l) else { continue };
-            let lid = ObjectId::Lun {
-                target: target.to_string(),
-                tag,
-                lun: *l,
-            };
+    pub(super) fn teardown_luns(&mut self, tpg: &TpgAddr, o: &Tpg, lp: &LunPlan) {
+        for (l, ol) in &o.luns {
+            let lun = tpg.lun(*l);
             if lp.removed.contains(l) {
+                let lid = lun.object();
                 let why = self.why_delete(&lid);
                 self.cuts.push((lid.clone(), format!("delete LUN {l}")));
                 self.change(Action::Delete, lid, vec![], why);
-                self.emit_unlink(target, tag, *l, ol);
-                self.teardown(
-                    target,
-                    Op::DeleteLun {
-                        lun: TpgAddr::new(target, tag).lun(*l),
-                    },
-                );
+                self.emit_unlink(&lun, ol);
+                self.teardown(&tpg.target, Op::DeleteLun { lun });
             } else if lp.relinked.contains(l) {
-                self.emit_unlink(target, tag, *l, ol);
+                self.emit_unlink(&lun, ol);
             }
         }
     }
 
     /// Build TPG LUNs: create new ones and link them; link again the relinked ones
     /// (unmanaged ones included) and those with no link.
-    pub(super) fn build_luns(&mut self, target: &str, tag: u16, d: &Tpg, o: &Tpg, lp: &LunPlan) {
+    pub(super) fn build_luns(&mut self, tpg: &TpgAddr, d: &Tpg, o: &Tpg, lp: &LunPlan) {
         let lun_ids: BTreeSet<u64> = d.luns.keys().chain(o.luns.keys()).copied().collect();
         for l in &lun_ids {
-            let lid = ObjectId::Lun {
-                target: target.to_string(),
-                tag,
-                lun: *l,
-            };
+            let lun = tpg.lun(*l);
             match (d.luns.get(l), o.luns.get(l)) {
                 (Some(dl), None) => {
-                    self.build(
-                        target,
-                        Op::CreateLun {
-                            lun: TpgAddr::new(target, tag).lun(*l),
-                        },
-                    );
+                    self.build(&tpg.target, Op::CreateLun { lun: lun.clone() });
                     if let Some(b) = &dl.backstore {
                         let r = self.desired_ref(b);
                         self.build(
-                            target,
+                            &tpg.target,
                             Op::LinkLun {
-                                lun: TpgAddr::new(target, tag).lun(*l),
+                                lun: lun.clone(),
                                 backstore: r,
                                 link: LINK_NAME.to_string(),
                             },
                         );
                         self.change(
                             Action::Create,
-                            lid,
+                            lun.object(),
                             vec![attr("backstore", None, Some(format!("{:?}", b.name)))],
                             None,
                         );
@@ -167,13 +168,14 @@ impl Differ<'_> {
                     if ol.link.is_none() || ol.backstore.is_none() || lp.relinked.contains(l) {
                         let r = self.desired_ref(b);
                         self.build(
-                            target,
+                            &tpg.target,
                             Op::LinkLun {
-                                lun: TpgAddr::new(target, tag).lun(*l),
+                                lun: lun.clone(),
                                 backstore: r,
                                 link: LINK_NAME.to_string(),
                             },
                         );
+                        let lid = lun.object();
                         let old = ol.backstore.as_ref().map(|x| format!("{:?}", x.name));
                         let (new, reason) =
                             if ol.backstore.as_ref().is_some_and(|x| x.name == b.name) {
@@ -197,19 +199,7 @@ impl Differ<'_> {
                 }
                 (None, Some(ol)) if lp.relinked.contains(l) => {
                     if let Some(b) = &ol.backstore {
-                        let r = self.desired_ref(&BackstoreRef {
-                            name: b.name.clone(),
-                            hba: None,
-                        });
-                        self.build(
-                            target,
-                            Op::LinkLun {
-                                lun: TpgAddr::new(target, tag).lun(*l),
-                                backstore: r,
-                                link: LINK_NAME.to_string(),
-                            },
-                        );
-                        self.change(Action::Update, lid, vec![attr("backstore", Some(format!("{:?}", b.name)), Some(format!("{:?} (re-created)", b.name)))], Some("not managed, but its backstore is replaced: the link is made again".into()));
+                        self.relink_unmanaged_lun(&lun, &b.name);
                     }
                 }
                 _ => {}

@@ -39,7 +39,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::state::{HostFacts, ObjectId, Observed, Session, State};
 
-use super::op::{Lane, Op, Phase};
+use super::op::{Lane, Op, Phase, TpgAddr};
 use super::{Action, AttrChange, Change, Plan, PlannedOp, Refusal};
 
 mod acl;
@@ -275,7 +275,7 @@ impl<'a> Differ<'a> {
                     } else {
                         self.plan.unmanaged.push(id);
                         for (tag, tpg) in &ot.tpgs {
-                            self.touch_unmanaged_tpg(name, *tag, tpg);
+                            self.touch_unmanaged_tpg(&TpgAddr::new(name, *tag), tpg);
                         }
                     }
                 }

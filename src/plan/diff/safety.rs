@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 
 use crate::state::{portals_conflict, ObjectId, Session};
 
+use super::super::op::TpgAddr;
 use super::Differ;
 use crate::plan::Action;
 use crate::plan::SessionCut;
@@ -42,26 +43,17 @@ impl Differ<'_> {
 
     /// A new portal must not collide with a portal of another TPG of the same
     /// target that stays (the kernel refuses with EINVAL, §3.2).
-    pub(super) fn check_portal_conflict(
-        &mut self,
-        target: &str,
-        tag: u16,
-        addr: &SocketAddr,
-        pid: &ObjectId,
-    ) {
-        let Some(ot) = self.o.targets.get(target) else {
+    pub(super) fn check_portal_conflict(&mut self, tpg: &TpgAddr, addr: &SocketAddr) {
+        let Some(ot) = self.o.targets.get(&tpg.target) else {
             return;
         };
+        let pid = tpg.portal_object(*addr);
         for (otag, otpg) in &ot.tpgs {
             for oaddr in otpg.portals.keys() {
-                if (*otag == tag && oaddr == addr) || !portals_conflict(addr, oaddr) {
+                if (*otag == tpg.tag && oaddr == addr) || !portals_conflict(addr, oaddr) {
                     continue;
                 }
-                let oid = ObjectId::Portal {
-                    target: target.to_string(),
-                    tag: *otag,
-                    portal: *oaddr,
-                };
+                let oid = TpgAddr::new(&tpg.target, *otag).portal_object(*oaddr);
                 let going = self
                     .plan
                     .changes

@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
-use crate::state::{portal_dir_name, ChapCreds, ObjectId, Tpg};
+use crate::state::{portal_dir_name, ChapCreds, Tpg};
 
 use super::super::op::{AuthScope, Op, TpgAddr, TpgSetting};
 use super::{attr, yes_no, Differ};
@@ -14,43 +14,31 @@ impl Differ<'_> {
     /// ACLs and mappings, then LUNs, then portals; then the build of settings, LUNs,
     /// portals, ACLs and mappings, and enable last.
     pub(super) fn sync_tpg(&mut self, target: &str, d: &Tpg, o: &Tpg, new: bool) {
-        let tag = d.tag;
-        let settings = self.tpg_settings(target, d, o, new);
-        let lp = self.plan_luns(target, tag, d, o);
+        let tpg = TpgAddr::new(target, d.tag);
+        let settings = self.tpg_settings(&tpg, d, o, new);
+        let lp = self.plan_luns(&tpg, d, o);
 
-        self.teardown_acls(target, tag, d, o, &lp);
-        self.teardown_luns(target, tag, d, o, &lp);
-        self.teardown_portals(target, tag, d, o);
+        self.teardown_acls(&tpg, d, o, &lp);
+        self.teardown_luns(&tpg, o, &lp);
+        self.teardown_portals(&tpg, d, o);
 
         for op in settings {
             self.build(target, op);
         }
-        self.build_luns(target, tag, d, o, &lp);
-        self.build_portals(target, tag, d, o);
-        self.build_acls(target, tag, d, o, &lp);
+        self.build_luns(&tpg, d, o, &lp);
+        self.build_portals(&tpg, d, o);
+        self.build_acls(&tpg, d, o, &lp);
         if d.enabled && !o.enabled {
-            self.build(
-                target,
-                Op::EnableTpg {
-                    tpg: TpgAddr::new(target, tag),
-                },
-            );
+            self.build(target, Op::EnableTpg { tpg });
         }
     }
 
     /// The TPG's own settings: attributes, `TargetAlias`, CHAP credentials; records the
     /// TPG's change and returns its build ops (`CreateTpg` first when `new`).
-    pub(super) fn tpg_settings(&mut self, target: &str, d: &Tpg, o: &Tpg, new: bool) -> Vec<Op> {
-        let tag = d.tag;
-        let tpg_id = ObjectId::Tpg {
-            target: target.to_string(),
-            tag,
-        };
+    pub(super) fn tpg_settings(&mut self, tpg: &TpgAddr, d: &Tpg, o: &Tpg, new: bool) -> Vec<Op> {
         let mut build_ops: Vec<Op> = Vec::new();
         if new {
-            build_ops.push(Op::CreateTpg {
-                tpg: TpgAddr::new(target, tag),
-            });
+            build_ops.push(Op::CreateTpg { tpg: tpg.clone() });
         }
 
         let mut attrs = Vec::new();
@@ -62,7 +50,7 @@ impl Differ<'_> {
                     Some(value.value_string()),
                 ));
                 ops.push(Op::SetTpg {
-                    tpg: TpgAddr::new(target, tag),
+                    tpg: tpg.clone(),
                     value,
                     old: if new { None } else { Some(old) },
                 });
@@ -102,7 +90,7 @@ impl Differ<'_> {
             }
         }
         if let Some(want) = &d.auth {
-            let scope = AuthScope::Tpg(TpgAddr::new(target, tag));
+            let scope = AuthScope::Tpg(tpg.clone());
             let empty = ChapCreds::default();
             let have = if new {
                 None
@@ -122,34 +110,30 @@ impl Differ<'_> {
                     attrs.push(attr(n, None, Some(v)));
                 }
             }
-            self.change(Action::Create, tpg_id, attrs, None);
+            self.change(Action::Create, tpg.object(), attrs, None);
         } else if !attrs.is_empty() || (d.enabled && !o.enabled) {
             if d.enabled && !o.enabled {
                 attrs.push(attr("enabled", Some("false".into()), Some("true".into())));
             }
-            self.change(Action::Update, tpg_id, attrs, None);
+            self.change(Action::Update, tpg.object(), attrs, None);
         }
         build_ops
     }
 
     /// Teardown of portals: delete the undesired managed ones.
-    pub(super) fn teardown_portals(&mut self, target: &str, tag: u16, d: &Tpg, o: &Tpg) {
+    pub(super) fn teardown_portals(&mut self, tpg: &TpgAddr, d: &Tpg, o: &Tpg) {
         let portals: BTreeSet<SocketAddr> =
             d.portals.keys().chain(o.portals.keys()).copied().collect();
         for addr in &portals {
-            let pid = ObjectId::Portal {
-                target: target.to_string(),
-                tag,
-                portal: *addr,
-            };
+            let pid = tpg.portal_object(*addr);
             if let (None, Some(op)) = (d.portals.get(addr), o.portals.get(addr)) {
                 if self.deletable(&pid) {
                     let why = self.why_delete(&pid);
                     self.change(Action::Delete, pid, vec![], why);
                     self.teardown(
-                        target,
+                        &tpg.target,
                         Op::DeletePortal {
-                            tpg: TpgAddr::new(target, tag),
+                            tpg: tpg.clone(),
                             portal: *addr,
                             dir: op.dir.clone().unwrap_or_else(|| portal_dir_name(addr)),
                         },
@@ -163,21 +147,17 @@ impl Differ<'_> {
 
     /// Build portals: create the missing ones, refused if they collide with a portal
     /// that stays.
-    pub(super) fn build_portals(&mut self, target: &str, tag: u16, d: &Tpg, o: &Tpg) {
+    pub(super) fn build_portals(&mut self, tpg: &TpgAddr, d: &Tpg, o: &Tpg) {
         let portals: BTreeSet<SocketAddr> =
             d.portals.keys().chain(o.portals.keys()).copied().collect();
         for addr in &portals {
             if let (Some(_), None) = (d.portals.get(addr), o.portals.get(addr)) {
-                let pid = ObjectId::Portal {
-                    target: target.to_string(),
-                    tag,
-                    portal: *addr,
-                };
-                self.check_portal_conflict(target, tag, addr, &pid);
+                let pid = tpg.portal_object(*addr);
+                self.check_portal_conflict(tpg, addr);
                 self.build(
-                    target,
+                    &tpg.target,
                     Op::CreatePortal {
-                        tpg: TpgAddr::new(target, tag),
+                        tpg: tpg.clone(),
                         portal: *addr,
                         dir: portal_dir_name(addr),
                     },
