@@ -1,8 +1,9 @@
 //! ACLs, mapped LUNs and their write protection.
 //!
-//! Owns an ACL's authentication and CHAP credentials, creating, remapping and
-//! deleting mapped LUNs (a mapping whose TPG LUN is re-linked or dead is mapped
-//! again, §4.2), and the kernel's default `write_protect` of a new mapping (§3.6).
+//! Owns a TPG's ACLs (teardown and build), an ACL's authentication and CHAP
+//! credentials, creating, remapping and deleting mapped LUNs (a mapping whose TPG
+//! LUN is re-linked or dead is mapped again, §4.2), and the kernel's default
+//! `write_protect` of a new mapping (§3.6).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -61,7 +62,7 @@ impl Differ<'_> {
     /// The `write_protect` the kernel gives a new mapping of TPG LUN `tpg_lun`:
     /// 1 if the backstore is a read-only block device or the TPG's
     /// `prod_mode_write_protect` is 1 (docs/configfs.md §3.6).
-    pub(super) fn default_write_protect(&self, d: &Tpg, o: &Tpg, tpg_lun: u64) -> bool {
+    fn default_write_protect(&self, d: &Tpg, o: &Tpg, tpg_lun: u64) -> bool {
         let ro_backstore = d
             .luns
             .get(&tpg_lun)
@@ -111,13 +112,7 @@ impl Differ<'_> {
 
     /// Teardown of an existing ACL's mappings: removed, remapped, or re-created
     /// because their TPG LUN is relinked or they are dead.
-    pub(super) fn teardown_mappings(
-        &mut self,
-        acl: &AclAddr,
-        da: Option<&Acl>,
-        oa: &Acl,
-        lp: &LunPlan,
-    ) {
+    fn teardown_mappings(&mut self, acl: &AclAddr, da: Option<&Acl>, oa: &Acl, lp: &LunPlan) {
         let init = &acl.initiator;
         for (m, ml) in &oa.mapped {
             let mapped = acl.mapped_lun(*m);
@@ -198,7 +193,7 @@ impl Differ<'_> {
     }
 
     /// For an unmanaged ACL: re-map its mappings whose TPG LUN is relinked.
-    pub(super) fn rebuild_unmanaged_mappings(&mut self, acl: &AclAddr, oa: &Acl, lp: &LunPlan) {
+    fn rebuild_unmanaged_mappings(&mut self, acl: &AclAddr, oa: &Acl, lp: &LunPlan) {
         for (m, ml) in &oa.mapped {
             if let (Some(t), Some(_)) = (ml.tpg_lun, &ml.link) {
                 if lp.relinked.contains(&t) {
@@ -210,7 +205,7 @@ impl Differ<'_> {
 
     /// An ACL's own settings (`oa` is a fresh ACL when `new`): create it, its
     /// `authentication` attribute and CHAP credentials; records the ACL's change.
-    pub(super) fn acl_settings(&mut self, acl: &AclAddr, da: &Acl, oa: &Acl, new: bool) {
+    fn acl_settings(&mut self, acl: &AclAddr, da: &Acl, oa: &Acl, new: bool) {
         let mut ops = Vec::new();
         let mut attrs = Vec::new();
         if new {
@@ -256,7 +251,7 @@ impl Differ<'_> {
     /// differs from the kernel's default), map again those whose TPG LUN changed, is
     /// relinked or that are dead, update write protection; kept unmanaged mappings of
     /// a relinked LUN are mapped again.
-    pub(super) fn build_mappings(
+    fn build_mappings(
         &mut self,
         acl: &AclAddr,
         da: &Acl,

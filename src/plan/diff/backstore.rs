@@ -14,7 +14,7 @@ use super::{attr, yes_no, Differ};
 use crate::plan::{Action, AttrChange};
 
 impl Differ<'_> {
-    pub(super) fn alloc_hba(&mut self, plugin: &str) -> String {
+    fn alloc_hba(&mut self, plugin: &str) -> String {
         let mut n = 0u64;
         while self.used_hba_numbers.contains(&n) {
             n += 1;
@@ -25,7 +25,7 @@ impl Differ<'_> {
 
     /// Ops creating `db` in `hba` (host ops already emitted), plus its settings that
     /// differ from the kernel's defaults after enable.
-    pub(super) fn emit_create_backstore(
+    fn emit_create_backstore(
         &mut self,
         db: &Backstore,
         kind: BackstoreKind,
@@ -74,7 +74,7 @@ impl Differ<'_> {
         }
     }
 
-    pub(super) fn backstore_attrs(db: &Backstore, kind: &BackstoreKind) -> Vec<AttrChange> {
+    fn backstore_attrs(db: &Backstore, kind: &BackstoreKind) -> Vec<AttrChange> {
         let mut a = vec![attr("type", None, Some(kind.type_name().to_string()))];
         match kind {
             BackstoreKind::File {
@@ -161,7 +161,7 @@ impl Differ<'_> {
         }
     }
 
-    pub(super) fn create_backstore(&mut self, db: &Backstore) {
+    fn create_backstore(&mut self, db: &Backstore) {
         let Some(kind) = self.resolved_kind(db, None) else {
             return;
         };
@@ -192,7 +192,7 @@ impl Differ<'_> {
         }
     }
 
-    pub(super) fn delete_backstore(&mut self, ob: &Backstore, reason: Option<String>) {
+    fn delete_backstore(&mut self, ob: &Backstore, reason: Option<String>) {
         let hba = ob.hba.clone().unwrap_or_default();
         let delete_hba = self.o.hbas.get(&hba).copied().unwrap_or(1) <= 1;
         self.emit(
@@ -218,7 +218,7 @@ impl Differ<'_> {
         }
     }
 
-    pub(super) fn update_backstore(&mut self, db: &Backstore, ob: &Backstore) {
+    fn update_backstore(&mut self, db: &Backstore, ob: &Backstore) {
         let id = ObjectId::Backstore {
             name: db.name.clone(),
         };

@@ -13,7 +13,7 @@ use super::Differ;
 impl Differ<'_> {
     /// Resolve a file extent's size from the model, the file and the live object;
     /// emit host ops into the backstore's lane. `None` when refused.
-    pub(super) fn resolve_file(
+    fn resolve_file(
         &mut self,
         name: &str,
         path: &std::path::Path,
@@ -177,7 +177,7 @@ impl Differ<'_> {
         }
     }
 
-    pub(super) fn check_device(&mut self, name: &str, kind: &BackstoreKind) -> bool {
+    fn check_device(&mut self, name: &str, kind: &BackstoreKind) -> bool {
         if let BackstoreKind::Block { device, .. } = kind {
             let id = ObjectId::Backstore {
                 name: name.to_string(),

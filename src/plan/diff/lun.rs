@@ -1,8 +1,10 @@
 //! TPG LUNs and their backstore links.
 //!
-//! Owns unlinking a LUN (remembered, so that a deleted backstore's links can be
-//! checked), and what a desired link resolves to after the plan (the backstore's
-//! HBA may change; a replaced backstore's links are always redone).
+//! Owns a TPG's LUN decisions (`LunPlan`: which LUNs are deleted, which are
+//! unlinked and linked again because their backstore is replaced or moved), their
+//! teardown and build, unlinking (remembered, so that a deleted backstore's links
+//! can be checked), re-linking an unmanaged LUN, and what a desired link resolves
+//! to after the plan (the backstore's HBA may change).
 
 use std::collections::BTreeSet;
 
@@ -66,7 +68,7 @@ impl Differ<'_> {
     }
 
     /// The backstore reference a desired LUN resolves to after this plan.
-    pub(super) fn desired_ref(&self, b: &BackstoreRef) -> BackstoreRef {
+    fn desired_ref(&self, b: &BackstoreRef) -> BackstoreRef {
         BackstoreRef {
             name: b.name.clone(),
             hba: self.hba_of.get(&b.name).cloned(),
@@ -74,7 +76,7 @@ impl Differ<'_> {
     }
 
     /// Is the observed link `have` the same as the desired `want` (after the plan)?
-    pub(super) fn link_is_current(&self, want: &BackstoreRef, have: &BackstoreRef) -> bool {
+    fn link_is_current(&self, want: &BackstoreRef, have: &BackstoreRef) -> bool {
         let want = self.desired_ref(want);
         want.name == have.name
             && (want.hba.is_none() || have.hba.is_none() || want.hba == have.hba)

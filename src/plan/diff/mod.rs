@@ -27,7 +27,7 @@
 //! - `backstore`: storage objects and their HBAs (create, update, replace, delete);
 //! - `discovery`: the iSCSI fabric, discovery auth, and CHAP credential diffs;
 //! - `target`: targets, whole-TPG deletion, unmanaged TPGs;
-//! - `tpg`: syncing one TPG;
+//! - `tpg`: syncing one TPG (its schedule, settings, portals, enable);
 //! - `lun`: TPG LUNs and their backstore links;
 //! - `acl`: ACLs, mapped LUNs and their write protection;
 //! - `safety`: the rules that refuse a plan or warn (objects isctl does not

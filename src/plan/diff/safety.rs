@@ -2,8 +2,8 @@
 //!
 //! Owns the refusals for deleting something that holds entries isctl does not
 //! manage, a new portal colliding with one that stays (§3.2), deleting a backstore
-//! an unmanaged LUN still links, and which sessions a change would cut (refused
-//! unless `--force`, see `finish`); and warnings about foreign entries.
+//! an unmanaged LUN still links, and the sessions the plan's changes would cut
+//! (`cut_sessions`: refused unless `--force`); and warnings about foreign entries.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -98,7 +98,7 @@ impl Differ<'_> {
         }
     }
 
-    pub(super) fn session_affected(&self, s: &Session, obj: &ObjectId) -> bool {
+    fn session_affected(&self, s: &Session, obj: &ObjectId) -> bool {
         match obj {
             ObjectId::Target { target } => &s.target == target,
             ObjectId::Tpg { target, tag } => &s.target == target && s.tpg == *tag,

@@ -60,7 +60,7 @@ impl Differ<'_> {
         }
     }
 
-    pub(super) fn delete_tpg(&mut self, tpg: &TpgAddr, o: &Tpg, reason: Option<String>) {
+    fn delete_tpg(&mut self, tpg: &TpgAddr, o: &Tpg, reason: Option<String>) {
         let id = tpg.object();
         if !self.foreign_inside(&id) {
             return;

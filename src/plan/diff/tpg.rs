@@ -1,4 +1,8 @@
 //! Syncing one TPG: make an observed (or fresh) TPG match the desired one.
+//!
+//! Owns the schedule of a TPG's sync (`sync_tpg`), the TPG's own settings
+//! (attributes, `TargetAlias`, CHAP credentials), its portals, and enabling it
+//! last. LUNs are `lun`'s, ACLs and mappings `acl`'s.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -35,7 +39,7 @@ impl Differ<'_> {
 
     /// The TPG's own settings: attributes, `TargetAlias`, CHAP credentials; records the
     /// TPG's change and returns its build ops (`CreateTpg` first when `new`).
-    pub(super) fn tpg_settings(&mut self, tpg: &TpgAddr, d: &Tpg, o: &Tpg, new: bool) -> Vec<Op> {
+    fn tpg_settings(&mut self, tpg: &TpgAddr, d: &Tpg, o: &Tpg, new: bool) -> Vec<Op> {
         let mut build_ops: Vec<Op> = Vec::new();
         if new {
             build_ops.push(Op::CreateTpg { tpg: tpg.clone() });
@@ -121,7 +125,7 @@ impl Differ<'_> {
     }
 
     /// Teardown of portals: delete the undesired managed ones.
-    pub(super) fn teardown_portals(&mut self, tpg: &TpgAddr, d: &Tpg, o: &Tpg) {
+    fn teardown_portals(&mut self, tpg: &TpgAddr, d: &Tpg, o: &Tpg) {
         let portals: BTreeSet<SocketAddr> =
             d.portals.keys().chain(o.portals.keys()).copied().collect();
         for addr in &portals {
@@ -147,7 +151,7 @@ impl Differ<'_> {
 
     /// Build portals: create the missing ones, refused if they collide with a portal
     /// that stays.
-    pub(super) fn build_portals(&mut self, tpg: &TpgAddr, d: &Tpg, o: &Tpg) {
+    fn build_portals(&mut self, tpg: &TpgAddr, d: &Tpg, o: &Tpg) {
         let portals: BTreeSet<SocketAddr> =
             d.portals.keys().chain(o.portals.keys()).copied().collect();
         for addr in &portals {
