@@ -7,11 +7,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::plan::op::{AclAddr, AuthScope, MappedLunAddr, Op, TpgAddr, LINK_NAME};
+use crate::plan::Action;
 use crate::state::{Acl, BackstoreKind, ChapCreds, MappedLun, Tpg};
 
-use super::super::op::{AclAddr, AuthScope, MappedLunAddr, Op, TpgAddr, LINK_NAME};
 use super::{attr, yes_no, Differ, LunPlan};
-use crate::plan::Action;
 
 impl Differ<'_> {
     /// Remove mapping `mapped`'s link to its TPG LUN (if linked), keeping its write

@@ -7,11 +7,11 @@
 
 use std::collections::BTreeSet;
 
+use crate::plan::op::{BackstoreSetting, Lane, Op, Phase};
+use crate::plan::{Action, AttrChange};
 use crate::state::{Backstore, BackstoreKind, FileFact, ObjectId, DEFAULT_COMPANY_ID};
 
-use super::super::op::{BackstoreSetting, Lane, Op, Phase};
 use super::{attr, yes_no, Differ};
-use crate::plan::{Action, AttrChange};
 
 impl Differ<'_> {
     fn alloc_hba(&mut self, plugin: &str) -> String {

@@ -4,11 +4,11 @@
 //! written before enforcement is turned on), and [`Differ::auth_diff`], the
 //! field-by-field CHAP comparison that TPG and ACL auth use too.
 
+use crate::plan::op::{AuthScope, Lane, Op, Phase};
+use crate::plan::{Action, AttrChange};
 use crate::state::{AuthField, AuthValue, ChapCreds, ObjectId};
 
-use super::super::op::{AuthScope, Lane, Op, Phase};
 use super::{attr, yes_no, Differ};
-use crate::plan::{Action, AttrChange};
 
 impl Differ<'_> {
     pub(super) fn fabric(&mut self) {

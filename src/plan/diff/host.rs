@@ -5,9 +5,9 @@
 //! defaults that depend on the device, and the refusals about files and devices
 //! (missing, not regular, not a block device, shrinking).
 
+use crate::plan::op::{Lane, Op, Phase};
 use crate::state::{Backstore, BackstoreKind, DeviceFact, FileFact, ObjectId};
 
-use super::super::op::{Lane, Op, Phase};
 use super::Differ;
 
 impl Differ<'_> {

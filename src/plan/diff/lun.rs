@@ -8,11 +8,11 @@
 
 use std::collections::BTreeSet;
 
+use crate::plan::op::{LunAddr, Op, TpgAddr, LINK_NAME};
+use crate::plan::Action;
 use crate::state::{BackstoreRef, Lun, Tpg};
 
-use super::super::op::{LunAddr, Op, TpgAddr, LINK_NAME};
 use super::{attr, Differ};
-use crate::plan::Action;
 
 /// Per-TPG decisions about LUNs, made before ops are emitted (unmaps must precede
 /// unlinks in the teardown lane).

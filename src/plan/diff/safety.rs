@@ -8,12 +8,11 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
+use crate::plan::op::TpgAddr;
+use crate::plan::{Action, SessionCut};
 use crate::state::{portals_conflict, ObjectId, Session};
 
-use super::super::op::TpgAddr;
 use super::Differ;
-use crate::plan::Action;
-use crate::plan::SessionCut;
 
 impl Differ<'_> {
     /// False (and a refusal) when something isctl does not understand sits inside

@@ -6,11 +6,11 @@
 
 use std::collections::BTreeSet;
 
+use crate::plan::op::{Op, TargetAddr, TpgAddr, TpgSnapshot};
+use crate::plan::Action;
 use crate::state::{portal_dir_name, tpg_object_ids, Target, Tpg};
 
-use super::super::op::{Op, TargetAddr, TpgAddr, TpgSnapshot};
 use super::{Differ, LunPlan};
-use crate::plan::Action;
 
 impl Differ<'_> {
     pub(super) fn create_target(&mut self, dt: &Target) {

@@ -7,11 +7,11 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
+use crate::plan::op::{AuthScope, Op, TpgAddr, TpgSetting};
+use crate::plan::{Action, AttrChange};
 use crate::state::{portal_dir_name, ChapCreds, Tpg};
 
-use super::super::op::{AuthScope, Op, TpgAddr, TpgSetting};
 use super::{attr, yes_no, Differ};
-use crate::plan::{Action, AttrChange};
 
 impl Differ<'_> {
     /// Make TPG `o` (observed, or `Tpg::fresh` when `new`) match `d`: teardown of
