@@ -135,14 +135,8 @@ fn main() {
     let state_dir = tempfile::tempdir().expect("tempdir");
     let mut ledger = Ledger::load(state_dir.path(), "lio", &backend.location()).expect("ledger");
     let t0 = Instant::now();
-    let done = isctl::apply::apply(
-        &p,
-        &desired,
-        &backend,
-        &mut ledger,
-        &ApplyOptions::default(),
-    )
-    .expect("apply");
+    let done =
+        isctl::apply::apply(&p, &backend, &mut ledger, &ApplyOptions::default()).expect("apply");
     let apply = t0.elapsed();
     assert_eq!(done.operations, total);
 
@@ -166,14 +160,8 @@ fn main() {
         noop.changes.len()
     );
     let before = sim.mutations();
-    let again = isctl::apply::apply(
-        &noop,
-        &desired,
-        &backend,
-        &mut ledger,
-        &ApplyOptions::default(),
-    )
-    .expect("re-apply");
+    let again = isctl::apply::apply(&noop, &backend, &mut ledger, &ApplyOptions::default())
+        .expect("re-apply");
     assert_eq!(again.operations, 0);
     assert_eq!(sim.mutations(), before);
 

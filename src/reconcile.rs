@@ -23,7 +23,7 @@ use crate::model::render::{render_toml, SecretsMode};
 use crate::model::{self, Model};
 use crate::plan::{self, DiffOptions, Plan};
 use crate::state::export::ExportProblem;
-use crate::state::{self, LowerErrors, Observed, Session, State};
+use crate::state::{self, LowerErrors, Observed, Session};
 
 /// Why reconciling failed. Each variant keeps the library error it came from, so the
 /// CLI maps it to an exit code in one place.
@@ -121,7 +121,7 @@ pub struct Planned {
 }
 
 enum Pending {
-    Lio { desired: State, ledger: Ledger },
+    Lio { ledger: Ledger },
     Engine(PlanReport),
 }
 
@@ -180,7 +180,7 @@ impl Host {
                 plan.count_operations(|op| l.backend.operation_count(op));
                 Ok(Planned {
                     plan,
-                    pending: Pending::Lio { desired, ledger },
+                    pending: Pending::Lio { ledger },
                 })
             }
             Host::Engine(e) => {
@@ -215,8 +215,8 @@ impl Host {
         opts: &ApplyOptions,
     ) -> Result<Outcome, ReconcileError> {
         match (self, &mut planned.pending) {
-            (Host::Lio(l), Pending::Lio { desired, ledger }) => {
-                let result = apply::apply(&planned.plan, desired, l.backend.as_ref(), ledger, opts);
+            (Host::Lio(l), Pending::Lio { ledger }) => {
+                let result = apply::apply(&planned.plan, l.backend.as_ref(), ledger, opts);
                 l.persist()?;
                 let done = result?;
                 Ok(Outcome {

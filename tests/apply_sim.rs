@@ -56,12 +56,12 @@ fn one_attribute_change_plans_exactly_one_write() {
         .find(|t| t.key == "lab")
         .expect("lab target");
     lab.alias = Some("Renamed lab".into());
-    let (d, p) = h.plan(&m, no_opts());
+    let (_, p) = h.plan(&m, no_opts());
     assert_eq!(p.ops.len(), 1, "{:#?}", p.ops);
     assert_eq!(p.summary().configfs_operations, 1);
     assert_eq!(p.summary().change, 1);
     let before = h.sim.mutations();
-    h.apply_plan(&d, &p).unwrap();
+    h.apply_plan(&p).unwrap();
     assert_eq!(h.sim.mutations() - before, 1);
     assert!(h.plan(&m, no_opts()).1.is_empty());
 }
@@ -78,7 +78,7 @@ fn removing_a_target_removes_exactly_its_objects() {
         .cloned()
         .unwrap();
     m.targets.remove(&archive);
-    let (d, p) = h.plan(&m, no_opts());
+    let (_, p) = h.plan(&m, no_opts());
     assert!(!p.is_refused(), "{:#?}", p.refusals);
     for c in &p.changes {
         assert_eq!(c.action, Action::Delete, "{c:?}");
@@ -95,7 +95,7 @@ fn removing_a_target_removes_exactly_its_objects() {
         .ops
         .iter()
         .any(|o| matches!(o.op, Op::DeleteBackstore { .. })));
-    h.apply_plan(&d, &p).unwrap();
+    h.apply_plan(&p).unwrap();
     let after = h.observe().state;
     assert!(!after.targets.contains_key(archive.as_str()));
     assert!(after.backstores.contains_key("media"));
@@ -131,14 +131,14 @@ fn injected_failure_mid_apply_rolls_back_to_the_pre_apply_state() {
             .alias = Some("changed".into());
         let before = h.observe();
         let ledger_before = h.managed();
-        let (d, p) = h.plan(&m, no_opts());
+        let (_, p) = h.plan(&m, no_opts());
         let total = p.summary().configfs_operations;
         assert!(total > 20, "plan too small for the test: {total}");
         if n > total {
             break;
         }
         h.sim.fail_nth_mutation(n, libc::EBUSY);
-        let err = h.apply_plan(&d, &p).expect_err("must fail");
+        let err = h.apply_plan(&p).expect_err("must fail");
         let text = err.to_string();
         assert!(text.contains("EBUSY (16)"), "{text}");
         assert!(text.contains("rollback complete"), "{text}");
@@ -167,7 +167,7 @@ fn sessions_block_removal_without_force() {
         .unwrap();
     m.targets
         .retain(|k, _| k.as_str() != "iqn.2026-01.com.example:archive");
-    let (d, p) = h.plan(&m, no_opts());
+    let (_, p) = h.plan(&m, no_opts());
     assert!(p.is_refused());
     let r = p
         .refusals
@@ -180,14 +180,14 @@ fn sessions_block_removal_without_force() {
         r.problem
     );
     assert!(r.problem.contains("TSIH"), "{}", r.problem);
-    assert!(h.apply_plan(&d, &p).is_err());
+    assert!(h.apply_plan(&p).is_err());
     assert!(h
         .observe()
         .state
         .targets
         .contains_key("iqn.2026-01.com.example:archive"));
 
-    let (d, p) = h.plan(
+    let (_, p) = h.plan(
         &m,
         isctl::plan::DiffOptions {
             force: true,
@@ -196,7 +196,7 @@ fn sessions_block_removal_without_force() {
     );
     assert!(!p.is_refused(), "{:#?}", p.refusals);
     assert_eq!(p.sessions_cut.len(), 2, "{:#?}", p.sessions_cut);
-    h.apply_plan(&d, &p).unwrap();
+    h.apply_plan(&p).unwrap();
     assert!(!h
         .observe()
         .state
@@ -357,10 +357,9 @@ fn a_sequence_of_edits_converges_and_each_step_rolls_back() {
     let h = Host::new();
     for (name, text) in &steps {
         let m = load_str(text);
-        let (d, p) = h.plan(&m, no_opts());
+        let (_, p) = h.plan(&m, no_opts());
         assert!(!p.is_refused(), "{name}: {:#?}", p.refusals);
-        h.apply_plan(&d, &p)
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        h.apply_plan(&p).unwrap_or_else(|e| panic!("{name}: {e}"));
         let (_, again) = h.plan(&m, no_opts());
         assert!(
             again.is_empty(),
@@ -380,12 +379,12 @@ fn a_sequence_of_edits_converges_and_each_step_rolls_back() {
             n += 1;
             let f = h.fork();
             assert_eq!(f.observe().state, before);
-            let (d, p) = f.plan(&load_str(to), no_opts());
+            let (_, p) = f.plan(&load_str(to), no_opts());
             if n > p.summary().configfs_operations {
                 break;
             }
             f.sim.fail_nth_mutation(n, libc::EINVAL);
-            let err = f.apply_plan(&d, &p).expect_err("must fail");
+            let err = f.apply_plan(&p).expect_err("must fail");
             assert!(
                 err.to_string().contains("rollback complete"),
                 "{from_name} -> {to_name} @{n}: {err}"

@@ -190,7 +190,7 @@ fn targetcli_built_tree_exports_losslessly_and_plans_no_change() {
     assert!(p.unmanaged.is_empty());
     // Adopting: an apply of the exported model writes nothing.
     let before = h.sim.mutations();
-    h.apply_plan(&desired, &p).unwrap();
+    h.apply_plan(&p).unwrap();
     assert_eq!(h.sim.mutations(), before);
     assert!(h.managed().len() > 10, "adopted objects are now managed");
 }

@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 
 use crate::backend::Backend;
 use crate::plan::{Plan, Summary};
-use crate::state::State;
 
 pub use executor::{ExecFailure, RollbackReport};
 pub use ledger::{ChangedAttribute, Drift, Ledger, LedgerError};
@@ -108,10 +107,9 @@ pub enum ApplyError {
     Ledger(#[from] LedgerError),
 }
 
-/// Apply `plan` (made from `desired`) and record the managed objects.
+/// Apply `plan` and record the managed objects.
 pub fn apply(
     plan: &Plan,
-    _desired: &State,
     backend: &dyn Backend,
     ledger: &mut Ledger,
     opts: &ApplyOptions,

@@ -23,7 +23,10 @@ use crate::model::Origin;
 use crate::state::{ObjectId, Session};
 
 pub use diff::{diff, DiffOptions};
-pub use op::{AuthScope, BackstoreSetting, Lane, Op, Phase, TpgSetting, TpgSnapshot, LINK_NAME};
+pub use op::{
+    AclAddr, AuthScope, BackstoreSetting, Lane, LunAddr, MappedLunAddr, Op, Phase, TargetAddr,
+    TpgAddr, TpgSetting, TpgSnapshot, LINK_NAME,
+};
 pub use served::{diff_served, ServedPlan, ServedSession};
 
 /// What happens to one object.

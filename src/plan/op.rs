@@ -7,6 +7,11 @@
 //! credentials*. Inverses are run in "tolerant" mode by the executor (an object that
 //! is already gone or already there is not an error), so an undo survives a forward
 //! step that failed half way.
+//!
+//! Target-side ops name their object with a small address ([`TargetAddr`],
+//! [`TpgAddr`], [`LunAddr`], [`AclAddr`], [`MappedLunAddr`]); each converts to its
+//! [`ObjectId`] and displays as that object's address, so `object`, `inverse`,
+//! `Display` and a backend's expansion handle an address as one value.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -25,14 +30,14 @@ use crate::state::{
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
     /// Disable, unmap, unlink and remove target-side objects (reverse dependency
-    /// order, lio-configfs.md §4.2).
+    /// order, docs/configfs.md §4.2).
     Teardown,
     /// Backing files and storage objects: delete, create, update.
     Backstores,
     /// The iSCSI fabric directory and discovery auth.
     Fabric,
     /// Create and update targets: TPG, attributes, LUNs, portals, ACLs, mappings, and
-    /// TPG enable last (lio-configfs.md §4.1).
+    /// TPG enable last (docs/configfs.md §4.1).
     Targets,
 }
 
@@ -141,38 +146,203 @@ impl TpgSetting {
     }
 }
 
+/// A target, by IQN. Displays as its object address (`target "iqn..."`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TargetAddr {
+    pub target: String,
+}
+
+/// A TPG of a target (`target "iqn..." tpg 1`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TpgAddr {
+    pub target: String,
+    pub tag: u16,
+}
+
+/// A LUN of a TPG (`target "iqn..." tpg 1 lun 0`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LunAddr {
+    pub tpg: TpgAddr,
+    pub lun: u64,
+}
+
+/// An ACL of a TPG, by initiator IQN (`target "iqn..." tpg 1 acl "iqn..."`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AclAddr {
+    pub tpg: TpgAddr,
+    pub initiator: String,
+}
+
+/// A mapped LUN of an ACL (`target "iqn..." tpg 1 acl "iqn..." mapped_lun 0`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MappedLunAddr {
+    pub acl: AclAddr,
+    pub lun: u64,
+}
+
+impl TargetAddr {
+    pub fn new(target: impl Into<String>) -> TargetAddr {
+        TargetAddr {
+            target: target.into(),
+        }
+    }
+    pub fn object(&self) -> ObjectId {
+        ObjectId::Target {
+            target: self.target.clone(),
+        }
+    }
+}
+
+impl TpgAddr {
+    pub fn new(target: impl Into<String>, tag: u16) -> TpgAddr {
+        TpgAddr {
+            target: target.into(),
+            tag,
+        }
+    }
+    /// LUN `lun` of this TPG.
+    pub fn lun(&self, lun: u64) -> LunAddr {
+        LunAddr {
+            tpg: self.clone(),
+            lun,
+        }
+    }
+    /// The ACL of `initiator` in this TPG.
+    pub fn acl(&self, initiator: impl Into<String>) -> AclAddr {
+        AclAddr {
+            tpg: self.clone(),
+            initiator: initiator.into(),
+        }
+    }
+    pub fn object(&self) -> ObjectId {
+        ObjectId::Tpg {
+            target: self.target.clone(),
+            tag: self.tag,
+        }
+    }
+    /// The portal `portal` of this TPG.
+    pub fn portal_object(&self, portal: SocketAddr) -> ObjectId {
+        ObjectId::Portal {
+            target: self.target.clone(),
+            tag: self.tag,
+            portal,
+        }
+    }
+}
+
+impl LunAddr {
+    pub fn object(&self) -> ObjectId {
+        ObjectId::Lun {
+            target: self.tpg.target.clone(),
+            tag: self.tpg.tag,
+            lun: self.lun,
+        }
+    }
+}
+
+impl AclAddr {
+    /// Mapped LUN `lun` of this ACL.
+    pub fn mapped_lun(&self, lun: u64) -> MappedLunAddr {
+        MappedLunAddr {
+            acl: self.clone(),
+            lun,
+        }
+    }
+    pub fn object(&self) -> ObjectId {
+        ObjectId::Acl {
+            target: self.tpg.target.clone(),
+            tag: self.tpg.tag,
+            initiator: self.initiator.clone(),
+        }
+    }
+}
+
+impl MappedLunAddr {
+    pub fn object(&self) -> ObjectId {
+        ObjectId::MappedLun {
+            target: self.acl.tpg.target.clone(),
+            tag: self.acl.tpg.tag,
+            initiator: self.acl.initiator.clone(),
+            lun: self.lun,
+        }
+    }
+}
+
+impl From<&TargetAddr> for ObjectId {
+    fn from(a: &TargetAddr) -> ObjectId {
+        a.object()
+    }
+}
+
+impl From<&TpgAddr> for ObjectId {
+    fn from(a: &TpgAddr) -> ObjectId {
+        a.object()
+    }
+}
+
+impl From<&LunAddr> for ObjectId {
+    fn from(a: &LunAddr) -> ObjectId {
+        a.object()
+    }
+}
+
+impl From<&AclAddr> for ObjectId {
+    fn from(a: &AclAddr) -> ObjectId {
+        a.object()
+    }
+}
+
+impl From<&MappedLunAddr> for ObjectId {
+    fn from(a: &MappedLunAddr) -> ObjectId {
+        a.object()
+    }
+}
+
+// The same text as the `ObjectId` each converts to, built without allocating.
+impl fmt::Display for TargetAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "target {:?}", self.target)
+    }
+}
+
+impl fmt::Display for TpgAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "target {:?} tpg {}", self.target, self.tag)
+    }
+}
+
+impl fmt::Display for LunAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} lun {}", self.tpg, self.lun)
+    }
+}
+
+impl fmt::Display for AclAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} acl {:?}", self.tpg, self.initiator)
+    }
+}
+
+impl fmt::Display for MappedLunAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} mapped_lun {}", self.acl, self.lun)
+    }
+}
+
 /// Where a set of CHAP credentials lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthScope {
     Discovery,
-    Tpg {
-        target: String,
-        tag: u16,
-    },
-    Acl {
-        target: String,
-        tag: u16,
-        initiator: String,
-    },
+    Tpg(TpgAddr),
+    Acl(AclAddr),
 }
 
 impl AuthScope {
     fn object(&self) -> ObjectId {
         match self {
             AuthScope::Discovery => ObjectId::DiscoveryAuth,
-            AuthScope::Tpg { target, tag } => ObjectId::Tpg {
-                target: target.clone(),
-                tag: *tag,
-            },
-            AuthScope::Acl {
-                target,
-                tag,
-                initiator,
-            } => ObjectId::Acl {
-                target: target.clone(),
-                tag: *tag,
-                initiator: initiator.clone(),
-            },
+            AuthScope::Tpg(tpg) => tpg.object(),
+            AuthScope::Acl(acl) => acl.object(),
         }
     }
 }
@@ -244,136 +414,100 @@ pub enum Op {
         old: Option<AuthValue>,
     },
     CreateTarget {
-        target: String,
+        target: TargetAddr,
     },
     DeleteTarget {
-        target: String,
+        target: TargetAddr,
     },
     CreateTpg {
-        target: String,
-        tag: u16,
+        tpg: TpgAddr,
     },
     DeleteTpg {
-        target: String,
-        tag: u16,
+        tpg: TpgAddr,
         snapshot: Box<TpgSnapshot>,
     },
     SetTpg {
-        target: String,
-        tag: u16,
+        tpg: TpgAddr,
         value: TpgSetting,
         old: Option<TpgSetting>,
     },
     EnableTpg {
-        target: String,
-        tag: u16,
+        tpg: TpgAddr,
     },
     DisableTpg {
-        target: String,
-        tag: u16,
+        tpg: TpgAddr,
     },
     CreatePortal {
-        target: String,
-        tag: u16,
+        tpg: TpgAddr,
         portal: SocketAddr,
         /// Directory name to create (canonical, or the observed spelling on undo).
         dir: String,
     },
     DeletePortal {
-        target: String,
-        tag: u16,
+        tpg: TpgAddr,
         portal: SocketAddr,
         dir: String,
     },
     CreateLun {
-        target: String,
-        tag: u16,
-        lun: u64,
+        lun: LunAddr,
     },
     DeleteLun {
-        target: String,
-        tag: u16,
-        lun: u64,
+        lun: LunAddr,
     },
     /// Symlink a TPG LUN to a backstore (object must be enabled).
     LinkLun {
-        target: String,
-        tag: u16,
-        lun: u64,
+        lun: LunAddr,
         backstore: BackstoreRef,
         link: String,
     },
     UnlinkLun {
-        target: String,
-        tag: u16,
-        lun: u64,
+        lun: LunAddr,
         backstore: BackstoreRef,
         link: String,
     },
     CreateAcl {
-        target: String,
-        tag: u16,
-        initiator: String,
+        acl: AclAddr,
     },
     DeleteAcl {
-        target: String,
-        tag: u16,
-        initiator: String,
+        acl: AclAddr,
         /// Restored on undo.
         auth: Option<ChapCreds>,
         authentication: Option<bool>,
     },
     /// ACL `attrib/authentication` (`None` = -1, inherit from the TPG).
     SetAclAuthentication {
-        target: String,
-        tag: u16,
-        initiator: String,
+        acl: AclAddr,
         value: Option<bool>,
         old: Option<Option<bool>>,
     },
     CreateMappedLun {
-        target: String,
-        tag: u16,
-        initiator: String,
-        lun: u64,
+        mapped: MappedLunAddr,
     },
     DeleteMappedLun {
-        target: String,
-        tag: u16,
-        initiator: String,
-        lun: u64,
+        mapped: MappedLunAddr,
     },
     /// Symlink a mapped LUN to a TPG LUN (which must be linked to a backstore).
     MapLun {
-        target: String,
-        tag: u16,
-        initiator: String,
-        lun: u64,
+        mapped: MappedLunAddr,
         tpg_lun: u64,
         link: String,
     },
     UnmapLun {
-        target: String,
-        tag: u16,
-        initiator: String,
-        lun: u64,
+        mapped: MappedLunAddr,
         tpg_lun: u64,
         link: String,
         /// The write protection to restore on undo (`None`: the mapping was dead).
         write_protect: Option<bool>,
     },
     SetWriteProtect {
-        target: String,
-        tag: u16,
-        initiator: String,
-        lun: u64,
+        mapped: MappedLunAddr,
         value: bool,
         old: Option<bool>,
     },
 }
 
 /// The name isctl gives the symlinks it creates (the kernel ignores link names,
-/// lio-configfs.md §1).
+/// docs/configfs.md §1).
 pub const LINK_NAME: &str = "isctl";
 
 impl Op {
@@ -415,26 +549,6 @@ impl Op {
 
     /// The object this op acts on.
     pub fn object(&self) -> ObjectId {
-        let tpg = |t: &String, g: &u16| ObjectId::Tpg {
-            target: t.clone(),
-            tag: *g,
-        };
-        let lun = |t: &String, g: &u16, l: &u64| ObjectId::Lun {
-            target: t.clone(),
-            tag: *g,
-            lun: *l,
-        };
-        let acl = |t: &String, g: &u16, i: &String| ObjectId::Acl {
-            target: t.clone(),
-            tag: *g,
-            initiator: i.clone(),
-        };
-        let mapped = |t: &String, g: &u16, i: &String, l: &u64| ObjectId::MappedLun {
-            target: t.clone(),
-            tag: *g,
-            initiator: i.clone(),
-            lun: *l,
-        };
         match self {
             Op::CreateBackingFile { backstore, .. } | Op::GrowBackingFile { backstore, .. } => {
                 ObjectId::Backstore {
@@ -451,102 +565,27 @@ impl Op {
                 ObjectId::DiscoveryAuth
             }
             Op::SetAuth { scope, .. } => scope.object(),
-            Op::CreateTarget { target } | Op::DeleteTarget { target } => ObjectId::Target {
-                target: target.clone(),
-            },
-            Op::CreateTpg { target, tag }
-            | Op::DeleteTpg { target, tag, .. }
-            | Op::SetTpg { target, tag, .. }
-            | Op::EnableTpg { target, tag }
-            | Op::DisableTpg { target, tag } => tpg(target, tag),
-            Op::CreatePortal {
-                target,
-                tag,
-                portal,
-                ..
+            Op::CreateTarget { target } | Op::DeleteTarget { target } => target.object(),
+            Op::CreateTpg { tpg }
+            | Op::DeleteTpg { tpg, .. }
+            | Op::SetTpg { tpg, .. }
+            | Op::EnableTpg { tpg }
+            | Op::DisableTpg { tpg } => tpg.object(),
+            Op::CreatePortal { tpg, portal, .. } | Op::DeletePortal { tpg, portal, .. } => {
+                tpg.portal_object(*portal)
             }
-            | Op::DeletePortal {
-                target,
-                tag,
-                portal,
-                ..
-            } => ObjectId::Portal {
-                target: target.clone(),
-                tag: *tag,
-                portal: *portal,
-            },
-            Op::CreateLun {
-                target,
-                tag,
-                lun: l,
-            }
-            | Op::DeleteLun {
-                target,
-                tag,
-                lun: l,
-            }
-            | Op::LinkLun {
-                target,
-                tag,
-                lun: l,
-                ..
-            }
-            | Op::UnlinkLun {
-                target,
-                tag,
-                lun: l,
-                ..
-            } => lun(target, tag, l),
-            Op::CreateAcl {
-                target,
-                tag,
-                initiator,
-            }
-            | Op::DeleteAcl {
-                target,
-                tag,
-                initiator,
-                ..
-            }
-            | Op::SetAclAuthentication {
-                target,
-                tag,
-                initiator,
-                ..
-            } => acl(target, tag, initiator),
-            Op::CreateMappedLun {
-                target,
-                tag,
-                initiator,
-                lun: l,
-            }
-            | Op::DeleteMappedLun {
-                target,
-                tag,
-                initiator,
-                lun: l,
-            }
-            | Op::MapLun {
-                target,
-                tag,
-                initiator,
-                lun: l,
-                ..
-            }
-            | Op::UnmapLun {
-                target,
-                tag,
-                initiator,
-                lun: l,
-                ..
-            }
-            | Op::SetWriteProtect {
-                target,
-                tag,
-                initiator,
-                lun: l,
-                ..
-            } => mapped(target, tag, initiator, l),
+            Op::CreateLun { lun }
+            | Op::DeleteLun { lun }
+            | Op::LinkLun { lun, .. }
+            | Op::UnlinkLun { lun, .. } => lun.object(),
+            Op::CreateAcl { acl }
+            | Op::DeleteAcl { acl, .. }
+            | Op::SetAclAuthentication { acl, .. } => acl.object(),
+            Op::CreateMappedLun { mapped }
+            | Op::DeleteMappedLun { mapped }
+            | Op::MapLun { mapped, .. }
+            | Op::UnmapLun { mapped, .. }
+            | Op::SetWriteProtect { mapped, .. } => mapped.object(),
         }
     }
 
@@ -652,9 +691,8 @@ impl Op {
             Op::DeleteTarget { target } => vec![Op::CreateTarget {
                 target: target.clone(),
             }],
-            Op::CreateTpg { target, tag } => vec![Op::DeleteTpg {
-                target: target.clone(),
-                tag: *tag,
+            Op::CreateTpg { tpg } => vec![Op::DeleteTpg {
+                tpg: tpg.clone(),
                 snapshot: Box::new(TpgSnapshot {
                     alias: crate::state::DEFAULT_TARGET_ALIAS.to_string(),
                     authentication: true,
@@ -664,20 +702,12 @@ impl Op {
                     auth: None,
                 }),
             }],
-            Op::DeleteTpg {
-                target,
-                tag,
-                snapshot,
-            } => {
-                let fresh = crate::state::Tpg::fresh(*tag);
-                let mut ops = vec![Op::CreateTpg {
-                    target: target.clone(),
-                    tag: *tag,
-                }];
+            Op::DeleteTpg { tpg, snapshot } => {
+                let fresh = crate::state::Tpg::fresh(tpg.tag);
+                let mut ops = vec![Op::CreateTpg { tpg: tpg.clone() }];
                 let mut set = |value: TpgSetting| {
                     ops.push(Op::SetTpg {
-                        target: target.clone(),
-                        tag: *tag,
+                        tpg: tpg.clone(),
                         value,
                         old: None,
                     })
@@ -701,10 +731,7 @@ impl Op {
                         let v = creds.get(field);
                         if !v.is_empty() {
                             ops.push(Op::SetAuth {
-                                scope: AuthScope::Tpg {
-                                    target: target.clone(),
-                                    tag: *tag,
-                                },
+                                scope: AuthScope::Tpg(tpg.clone()),
                                 field,
                                 value: v,
                                 old: None,
@@ -715,111 +742,61 @@ impl Op {
                 ops
             }
             Op::SetTpg {
-                target,
-                tag,
+                tpg,
                 value,
                 old: Some(old),
             } => vec![Op::SetTpg {
-                target: target.clone(),
-                tag: *tag,
+                tpg: tpg.clone(),
                 value: old.clone(),
                 old: Some(value.clone()),
             }],
             Op::SetTpg { old: None, .. } => vec![],
-            Op::EnableTpg { target, tag } => vec![Op::DisableTpg {
-                target: target.clone(),
-                tag: *tag,
-            }],
-            Op::DisableTpg { target, tag } => vec![Op::EnableTpg {
-                target: target.clone(),
-                tag: *tag,
-            }],
-            Op::CreatePortal {
-                target,
-                tag,
-                portal,
-                dir,
-            } => vec![Op::DeletePortal {
-                target: target.clone(),
-                tag: *tag,
+            Op::EnableTpg { tpg } => vec![Op::DisableTpg { tpg: tpg.clone() }],
+            Op::DisableTpg { tpg } => vec![Op::EnableTpg { tpg: tpg.clone() }],
+            Op::CreatePortal { tpg, portal, dir } => vec![Op::DeletePortal {
+                tpg: tpg.clone(),
                 portal: *portal,
                 dir: dir.clone(),
             }],
-            Op::DeletePortal {
-                target,
-                tag,
-                portal,
-                dir,
-            } => vec![Op::CreatePortal {
-                target: target.clone(),
-                tag: *tag,
+            Op::DeletePortal { tpg, portal, dir } => vec![Op::CreatePortal {
+                tpg: tpg.clone(),
                 portal: *portal,
                 dir: dir.clone(),
             }],
-            Op::CreateLun { target, tag, lun } => vec![Op::DeleteLun {
-                target: target.clone(),
-                tag: *tag,
-                lun: *lun,
-            }],
-            Op::DeleteLun { target, tag, lun } => vec![Op::CreateLun {
-                target: target.clone(),
-                tag: *tag,
-                lun: *lun,
-            }],
+            Op::CreateLun { lun } => vec![Op::DeleteLun { lun: lun.clone() }],
+            Op::DeleteLun { lun } => vec![Op::CreateLun { lun: lun.clone() }],
             Op::LinkLun {
-                target,
-                tag,
                 lun,
                 backstore,
                 link,
             } => vec![Op::UnlinkLun {
-                target: target.clone(),
-                tag: *tag,
-                lun: *lun,
+                lun: lun.clone(),
                 backstore: backstore.clone(),
                 link: link.clone(),
             }],
             Op::UnlinkLun {
-                target,
-                tag,
                 lun,
                 backstore,
                 link,
             } => vec![Op::LinkLun {
-                target: target.clone(),
-                tag: *tag,
-                lun: *lun,
+                lun: lun.clone(),
                 backstore: backstore.clone(),
                 link: link.clone(),
             }],
-            Op::CreateAcl {
-                target,
-                tag,
-                initiator,
-            } => vec![Op::DeleteAcl {
-                target: target.clone(),
-                tag: *tag,
-                initiator: initiator.clone(),
+            Op::CreateAcl { acl } => vec![Op::DeleteAcl {
+                acl: acl.clone(),
                 auth: None,
                 authentication: None,
             }],
             Op::DeleteAcl {
-                target,
-                tag,
-                initiator,
+                acl,
                 auth,
                 authentication,
             } => {
-                let mut ops = vec![Op::CreateAcl {
-                    target: target.clone(),
-                    tag: *tag,
-                    initiator: initiator.clone(),
-                }];
+                let mut ops = vec![Op::CreateAcl { acl: acl.clone() }];
                 if authentication.is_some() {
                     ops.push(Op::SetAclAuthentication {
-                        target: target.clone(),
-                        tag: *tag,
-                        initiator: initiator.clone(),
+                        acl: acl.clone(),
                         value: *authentication,
                         old: None,
                     });
@@ -829,11 +806,7 @@ impl Op {
                         let v = creds.get(field);
                         if !v.is_empty() {
                             ops.push(Op::SetAuth {
-                                scope: AuthScope::Acl {
-                                    target: target.clone(),
-                                    tag: *tag,
-                                    initiator: initiator.clone(),
-                                },
+                                scope: AuthScope::Acl(acl.clone()),
                                 field,
                                 value: v,
                                 old: None,
@@ -844,81 +817,46 @@ impl Op {
                 ops
             }
             Op::SetAclAuthentication {
-                target,
-                tag,
-                initiator,
+                acl,
                 value,
                 old: Some(old),
             } => vec![Op::SetAclAuthentication {
-                target: target.clone(),
-                tag: *tag,
-                initiator: initiator.clone(),
+                acl: acl.clone(),
                 value: *old,
                 old: Some(*value),
             }],
             Op::SetAclAuthentication { old: None, .. } => vec![],
-            Op::CreateMappedLun {
-                target,
-                tag,
-                initiator,
-                lun,
-            } => vec![Op::DeleteMappedLun {
-                target: target.clone(),
-                tag: *tag,
-                initiator: initiator.clone(),
-                lun: *lun,
+            Op::CreateMappedLun { mapped } => vec![Op::DeleteMappedLun {
+                mapped: mapped.clone(),
             }],
-            Op::DeleteMappedLun {
-                target,
-                tag,
-                initiator,
-                lun,
-            } => vec![Op::CreateMappedLun {
-                target: target.clone(),
-                tag: *tag,
-                initiator: initiator.clone(),
-                lun: *lun,
+            Op::DeleteMappedLun { mapped } => vec![Op::CreateMappedLun {
+                mapped: mapped.clone(),
             }],
             Op::MapLun {
-                target,
-                tag,
-                initiator,
-                lun,
+                mapped,
                 tpg_lun,
                 link,
             } => vec![Op::UnmapLun {
-                target: target.clone(),
-                tag: *tag,
-                initiator: initiator.clone(),
-                lun: *lun,
+                mapped: mapped.clone(),
                 tpg_lun: *tpg_lun,
                 link: link.clone(),
                 write_protect: None,
             }],
             Op::UnmapLun {
-                target,
-                tag,
-                initiator,
-                lun,
+                mapped,
                 tpg_lun,
                 link,
                 write_protect,
             } => {
                 let mut ops = vec![Op::MapLun {
-                    target: target.clone(),
-                    tag: *tag,
-                    initiator: initiator.clone(),
-                    lun: *lun,
+                    mapped: mapped.clone(),
                     tpg_lun: *tpg_lun,
                     link: link.clone(),
                 }];
                 if let Some(wp) = write_protect {
                     // Written whatever the link defaulted it to: cheap and certain.
                     ops.push(Op::SetWriteProtect {
-                        target: target.clone(),
-                        tag: *tag,
-                        initiator: initiator.clone(),
-                        lun: *lun,
+                        mapped: mapped.clone(),
                         value: *wp,
                         old: None,
                     });
@@ -926,17 +864,11 @@ impl Op {
                 ops
             }
             Op::SetWriteProtect {
-                target,
-                tag,
-                initiator,
-                lun,
+                mapped,
                 value,
                 old: Some(old),
             } => vec![Op::SetWriteProtect {
-                target: target.clone(),
-                tag: *tag,
-                initiator: initiator.clone(),
-                lun: *lun,
+                mapped: mapped.clone(),
                 value: *old,
                 old: Some(*value),
             }],
@@ -950,7 +882,11 @@ impl fmt::Display for Op {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Op::CreateBackingFile { path, size, .. } => {
-                write!(f, "create backing file {} ({size} bytes, sparse)", path.display())
+                write!(
+                    f,
+                    "create backing file {} ({size} bytes, sparse)",
+                    path.display()
+                )
             }
             Op::GrowBackingFile { path, from, to, .. } => write!(
                 f,
@@ -997,134 +933,45 @@ impl fmt::Display for Op {
                 value,
                 ..
             } => write!(f, "set {} auth {} = {value}", scope.object(), field.file()),
-            Op::CreateTarget { target } => write!(f, "create target {target:?}"),
-            Op::DeleteTarget { target } => write!(f, "delete target {target:?}"),
-            Op::CreateTpg { target, tag } => write!(f, "create target {target:?} tpg {tag}"),
-            Op::DeleteTpg { target, tag, .. } => {
-                write!(f, "delete target {target:?} tpg {tag}")
+            Op::CreateTarget { target } => write!(f, "create {target}"),
+            Op::DeleteTarget { target } => write!(f, "delete {target}"),
+            Op::CreateTpg { tpg } => write!(f, "create {tpg}"),
+            Op::DeleteTpg { tpg, .. } => write!(f, "delete {tpg}"),
+            Op::SetTpg { tpg, value, .. } => {
+                write!(f, "set {tpg} {} = {}", value.name(), value.value_string())
             }
-            Op::SetTpg {
-                target, tag, value, ..
-            } => write!(
-                f,
-                "set target {target:?} tpg {tag} {} = {}",
-                value.name(),
-                value.value_string()
-            ),
-            Op::EnableTpg { target, tag } => write!(f, "enable target {target:?} tpg {tag}"),
-            Op::DisableTpg { target, tag } => {
-                write!(f, "disable target {target:?} tpg {tag}")
+            Op::EnableTpg { tpg } => write!(f, "enable {tpg}"),
+            Op::DisableTpg { tpg } => write!(f, "disable {tpg}"),
+            Op::CreatePortal { tpg, dir, .. } => write!(f, "create {tpg} portal {dir}"),
+            Op::DeletePortal { tpg, dir, .. } => write!(f, "delete {tpg} portal {dir}"),
+            Op::CreateLun { lun } => write!(f, "create {lun}"),
+            Op::DeleteLun { lun } => write!(f, "delete {lun}"),
+            Op::LinkLun { lun, backstore, .. } => {
+                write!(f, "link {lun} -> backstore {:?}", backstore.name)
             }
-            Op::CreatePortal {
-                target, tag, dir, ..
-            } => write!(f, "create target {target:?} tpg {tag} portal {dir}"),
-            Op::DeletePortal {
-                target, tag, dir, ..
-            } => write!(f, "delete target {target:?} tpg {tag} portal {dir}"),
-            Op::CreateLun { target, tag, lun } => {
-                write!(f, "create target {target:?} tpg {tag} lun {lun}")
+            Op::UnlinkLun { lun, backstore, .. } => {
+                write!(f, "unlink {lun} from backstore {:?}", backstore.name)
             }
-            Op::DeleteLun { target, tag, lun } => {
-                write!(f, "delete target {target:?} tpg {tag} lun {lun}")
-            }
-            Op::LinkLun {
-                target,
-                tag,
-                lun,
-                backstore,
-                ..
-            } => write!(
+            Op::CreateAcl { acl } => write!(f, "create {acl}"),
+            Op::DeleteAcl { acl, .. } => write!(f, "delete {acl}"),
+            Op::SetAclAuthentication { acl, value, .. } => write!(
                 f,
-                "link target {target:?} tpg {tag} lun {lun} -> backstore {:?}",
-                backstore.name
-            ),
-            Op::UnlinkLun {
-                target,
-                tag,
-                lun,
-                backstore,
-                ..
-            } => write!(
-                f,
-                "unlink target {target:?} tpg {tag} lun {lun} from backstore {:?}",
-                backstore.name
-            ),
-            Op::CreateAcl {
-                target,
-                tag,
-                initiator,
-            } => write!(f, "create target {target:?} tpg {tag} acl {initiator:?}"),
-            Op::DeleteAcl {
-                target,
-                tag,
-                initiator,
-                ..
-            } => write!(f, "delete target {target:?} tpg {tag} acl {initiator:?}"),
-            Op::SetAclAuthentication {
-                target,
-                tag,
-                initiator,
-                value,
-                ..
-            } => write!(
-                f,
-                "set target {target:?} tpg {tag} acl {initiator:?} authentication = {}",
+                "set {acl} authentication = {}",
                 match value {
                     None => "inherit",
                     Some(true) => "true",
                     Some(false) => "false",
                 }
             ),
-            Op::CreateMappedLun {
-                target,
-                tag,
-                initiator,
-                lun,
-            } => write!(
-                f,
-                "create target {target:?} tpg {tag} acl {initiator:?} mapped_lun {lun}"
-            ),
-            Op::DeleteMappedLun {
-                target,
-                tag,
-                initiator,
-                lun,
-            } => write!(
-                f,
-                "delete target {target:?} tpg {tag} acl {initiator:?} mapped_lun {lun}"
-            ),
+            Op::CreateMappedLun { mapped } => write!(f, "create {mapped}"),
+            Op::DeleteMappedLun { mapped } => write!(f, "delete {mapped}"),
             Op::MapLun {
-                target,
-                tag,
-                initiator,
-                lun,
-                tpg_lun,
-                ..
-            } => write!(
-                f,
-                "map target {target:?} tpg {tag} acl {initiator:?} mapped_lun {lun} -> lun {tpg_lun}"
-            ),
-            Op::UnmapLun {
-                target,
-                tag,
-                initiator,
-                lun,
-                ..
-            } => write!(
-                f,
-                "unmap target {target:?} tpg {tag} acl {initiator:?} mapped_lun {lun}"
-            ),
-            Op::SetWriteProtect {
-                target,
-                tag,
-                initiator,
-                lun,
-                value,
-                ..
-            } => write!(
-                f,
-                "set target {target:?} tpg {tag} acl {initiator:?} mapped_lun {lun} write_protect = {value}"
-            ),
+                mapped, tpg_lun, ..
+            } => write!(f, "map {mapped} -> lun {tpg_lun}"),
+            Op::UnmapLun { mapped, .. } => write!(f, "unmap {mapped}"),
+            Op::SetWriteProtect { mapped, value, .. } => {
+                write!(f, "set {mapped} write_protect = {value}")
+            }
         }
     }
 }
@@ -1142,9 +989,7 @@ mod tests {
     #[test]
     fn inverse_of_acl_delete_restores_credentials() {
         let op = Op::DeleteAcl {
-            target: "t".into(),
-            tag: 1,
-            initiator: "i".into(),
+            acl: TpgAddr::new("t", 1).acl("i"),
             auth: Some(ChapCreds {
                 userid: "u".into(),
                 password: Secret::new("topsecret1234"),
@@ -1164,9 +1009,7 @@ mod tests {
     #[test]
     fn inverse_pairs_round_trip() {
         let link = Op::LinkLun {
-            target: "t".into(),
-            tag: 1,
-            lun: 0,
+            lun: TpgAddr::new("t", 1).lun(0),
             backstore: BackstoreRef {
                 name: "b".into(),
                 hba: Some("fileio_0".into()),
@@ -1175,16 +1018,42 @@ mod tests {
         };
         assert_eq!(link.inverse()[0].inverse()[0], link);
         let en = Op::EnableTpg {
-            target: "t".into(),
-            tag: 1,
+            tpg: TpgAddr::new("t", 1),
         };
         assert_eq!(en.inverse()[0].inverse()[0], en);
         let set = Op::SetTpg {
-            target: "t".into(),
-            tag: 1,
+            tpg: TpgAddr::new("t", 1),
             value: TpgSetting::Authentication(false),
             old: Some(TpgSetting::Authentication(true)),
         };
         assert_eq!(set.inverse()[0].inverse()[0], set);
+    }
+
+    #[test]
+    fn addresses_display_as_their_objects() {
+        let tpg = TpgAddr::new("iqn.t", 3);
+        let acl = tpg.acl("iqn.i");
+        let cases: Vec<(String, ObjectId)> = vec![
+            (
+                TargetAddr::new("iqn.t").to_string(),
+                TargetAddr::new("iqn.t").object(),
+            ),
+            (tpg.to_string(), ObjectId::from(&tpg)),
+            (tpg.lun(7).to_string(), tpg.lun(7).object()),
+            (acl.to_string(), acl.object()),
+            (acl.mapped_lun(2).to_string(), acl.mapped_lun(2).object()),
+        ];
+        for (shown, object) in cases {
+            assert_eq!(shown, object.to_string());
+        }
+        assert_eq!(
+            acl.mapped_lun(2).object(),
+            ObjectId::MappedLun {
+                target: "iqn.t".into(),
+                tag: 3,
+                initiator: "iqn.i".into(),
+                lun: 2,
+            }
+        );
     }
 }

@@ -80,14 +80,8 @@ impl SimMirror {
                 p.refusals
             ));
         }
-        let applied = apply::apply(
-            &p,
-            &desired,
-            &self.backend,
-            &mut ledger,
-            &ApplyOptions::default(),
-        )
-        .map_err(|e| anyhow!("apply into the simulator failed: {e}"))?;
+        let applied = apply::apply(&p, &self.backend, &mut ledger, &ApplyOptions::default())
+            .map_err(|e| anyhow!("apply into the simulator failed: {e}"))?;
         Ok(applied.operations)
     }
 

@@ -113,22 +113,16 @@ impl Host {
         (desired.clone(), p)
     }
 
-    pub fn apply_plan(&self, desired: &State, p: &Plan) -> Result<Applied, ApplyError> {
+    pub fn apply_plan(&self, p: &Plan) -> Result<Applied, ApplyError> {
         let mut ledger = self.ledger();
-        apply::apply(
-            p,
-            desired,
-            &self.backend,
-            &mut ledger,
-            &ApplyOptions::default(),
-        )
+        apply::apply(p, &self.backend, &mut ledger, &ApplyOptions::default())
     }
 
     /// Plan and apply; panics on refusal or failure.
     pub fn converge(&self, m: &Model, opts: DiffOptions) -> Applied {
-        let (d, p) = self.plan(m, opts);
+        let (_, p) = self.plan(m, opts);
         assert!(!p.is_refused(), "refused: {:#?}", p.refusals);
-        self.apply_plan(&d, &p).unwrap_or_else(|e| panic!("{e}"))
+        self.apply_plan(&p).unwrap_or_else(|e| panic!("{e}"))
     }
 }
 

@@ -9,7 +9,9 @@ use std::path::PathBuf;
 
 use zeroize::Zeroizing;
 
-use crate::plan::{AuthScope, BackstoreSetting, Op, TpgSetting};
+use crate::plan::{
+    AclAddr, AuthScope, BackstoreSetting, LunAddr, MappedLunAddr, Op, TpgAddr, TpgSetting,
+};
 use crate::state::{BackstoreKind, RAMDISK_PAGE};
 
 use super::paths::Paths;
@@ -92,15 +94,27 @@ pub fn control_string(kind: &BackstoreKind) -> String {
     }
 }
 
+fn tpg_dir(p: &Paths, a: &TpgAddr) -> PathBuf {
+    p.tpg(&a.target, a.tag)
+}
+
+fn lun_dir(p: &Paths, a: &LunAddr) -> PathBuf {
+    p.lun(&a.tpg.target, a.tpg.tag, a.lun)
+}
+
+fn acl_dir(p: &Paths, a: &AclAddr) -> PathBuf {
+    p.acl(&a.tpg.target, a.tpg.tag, &a.initiator)
+}
+
+fn mapped_lun_dir(p: &Paths, a: &MappedLunAddr) -> PathBuf {
+    p.mapped_lun(&a.acl.tpg.target, a.acl.tpg.tag, &a.acl.initiator, a.lun)
+}
+
 fn auth_dir(p: &Paths, scope: &AuthScope) -> PathBuf {
     match scope {
         AuthScope::Discovery => p.iscsi().join("discovery_auth"),
-        AuthScope::Tpg { target, tag } => p.tpg(target, *tag).join("auth"),
-        AuthScope::Acl {
-            target,
-            tag,
-            initiator,
-        } => p.acl(target, *tag, initiator).join("auth"),
+        AuthScope::Tpg(tpg) => tpg_dir(p, tpg).join("auth"),
+        AuthScope::Acl(acl) => acl_dir(p, acl).join("auth"),
     }
 }
 
@@ -188,119 +202,62 @@ pub fn expand(p: &Paths, op: &Op) -> Vec<Syscall> {
             };
             vec![w(auth_dir(p, scope).join(field.file()), v)]
         }
-        Op::CreateTarget { target } => vec![Mkdir(p.target(target))],
-        Op::DeleteTarget { target } => vec![Rmdir(p.target(target))],
-        Op::CreateTpg { target, tag } => vec![Mkdir(p.tpg(target, *tag))],
-        Op::DeleteTpg { target, tag, .. } => vec![Rmdir(p.tpg(target, *tag))],
-        Op::SetTpg {
-            target, tag, value, ..
-        } => vec![match value {
-            TpgSetting::Authentication(b) => {
-                w(p.tpg_attrib(target, *tag, "authentication"), b01(*b))
-            }
-            TpgSetting::GenerateNodeAcls(b) => {
-                w(p.tpg_attrib(target, *tag, "generate_node_acls"), b01(*b))
-            }
-            TpgSetting::DemoModeWriteProtect(b) => w(
-                p.tpg_attrib(target, *tag, "demo_mode_write_protect"),
-                b01(*b),
-            ),
-            TpgSetting::Alias(a) => w(p.tpg_param(target, *tag, "TargetAlias"), a.as_str()),
-        }],
-        Op::EnableTpg { target, tag } => vec![w(p.tpg_file(target, *tag, "enable"), "1")],
-        Op::DisableTpg { target, tag } => vec![w(p.tpg_file(target, *tag, "enable"), "0")],
-        Op::CreatePortal {
-            target, tag, dir, ..
-        } => vec![Mkdir(p.portal(target, *tag, dir))],
-        Op::DeletePortal {
-            target, tag, dir, ..
-        } => vec![Rmdir(p.portal(target, *tag, dir))],
-        Op::CreateLun { target, tag, lun } => vec![Mkdir(p.lun(target, *tag, *lun))],
-        Op::DeleteLun { target, tag, lun } => vec![Rmdir(p.lun(target, *tag, *lun))],
+        Op::CreateTarget { target } => vec![Mkdir(p.target(&target.target))],
+        Op::DeleteTarget { target } => vec![Rmdir(p.target(&target.target))],
+        Op::CreateTpg { tpg } => vec![Mkdir(tpg_dir(p, tpg))],
+        Op::DeleteTpg { tpg, .. } => vec![Rmdir(tpg_dir(p, tpg))],
+        Op::SetTpg { tpg, value, .. } => {
+            let attrib = |name: &str| tpg_dir(p, tpg).join("attrib").join(name);
+            vec![match value {
+                TpgSetting::Authentication(b) => w(attrib("authentication"), b01(*b)),
+                TpgSetting::GenerateNodeAcls(b) => w(attrib("generate_node_acls"), b01(*b)),
+                TpgSetting::DemoModeWriteProtect(b) => {
+                    w(attrib("demo_mode_write_protect"), b01(*b))
+                }
+                TpgSetting::Alias(a) => w(
+                    tpg_dir(p, tpg).join("param").join("TargetAlias"),
+                    a.as_str(),
+                ),
+            }]
+        }
+        Op::EnableTpg { tpg } => vec![w(tpg_dir(p, tpg).join("enable"), "1")],
+        Op::DisableTpg { tpg } => vec![w(tpg_dir(p, tpg).join("enable"), "0")],
+        Op::CreatePortal { tpg, dir, .. } => vec![Mkdir(p.portal(&tpg.target, tpg.tag, dir))],
+        Op::DeletePortal { tpg, dir, .. } => vec![Rmdir(p.portal(&tpg.target, tpg.tag, dir))],
+        Op::CreateLun { lun } => vec![Mkdir(lun_dir(p, lun))],
+        Op::DeleteLun { lun } => vec![Rmdir(lun_dir(p, lun))],
         Op::LinkLun {
-            target,
-            tag,
             lun,
             backstore,
             link,
         } => vec![Symlink {
             target: p.backstore(backstore.hba.as_deref().unwrap_or(""), &backstore.name),
-            link: p.lun_link(target, *tag, *lun, link),
+            link: lun_dir(p, lun).join(link),
         }],
-        Op::UnlinkLun {
-            target,
-            tag,
-            lun,
-            link,
-            ..
-        } => vec![Unlink(p.lun_link(target, *tag, *lun, link))],
-        Op::CreateAcl {
-            target,
-            tag,
-            initiator,
-        } => vec![Mkdir(p.acl(target, *tag, initiator))],
-        Op::DeleteAcl {
-            target,
-            tag,
-            initiator,
-            ..
-        } => vec![Rmdir(p.acl(target, *tag, initiator))],
-        Op::SetAclAuthentication {
-            target,
-            tag,
-            initiator,
-            value,
-            ..
-        } => vec![w(
-            p.acl_attrib(target, *tag, initiator, "authentication"),
+        Op::UnlinkLun { lun, link, .. } => vec![Unlink(lun_dir(p, lun).join(link))],
+        Op::CreateAcl { acl } => vec![Mkdir(acl_dir(p, acl))],
+        Op::DeleteAcl { acl, .. } => vec![Rmdir(acl_dir(p, acl))],
+        Op::SetAclAuthentication { acl, value, .. } => vec![w(
+            acl_dir(p, acl).join("attrib").join("authentication"),
             match value {
                 None => "-1",
                 Some(true) => "1",
                 Some(false) => "0",
             },
         )],
-        Op::CreateMappedLun {
-            target,
-            tag,
-            initiator,
-            lun,
-        } => vec![Mkdir(p.mapped_lun(target, *tag, initiator, *lun))],
-        Op::DeleteMappedLun {
-            target,
-            tag,
-            initiator,
-            lun,
-        } => vec![Rmdir(p.mapped_lun(target, *tag, initiator, *lun))],
+        Op::CreateMappedLun { mapped } => vec![Mkdir(mapped_lun_dir(p, mapped))],
+        Op::DeleteMappedLun { mapped } => vec![Rmdir(mapped_lun_dir(p, mapped))],
         Op::MapLun {
-            target,
-            tag,
-            initiator,
-            lun,
+            mapped,
             tpg_lun,
             link,
         } => vec![Symlink {
-            target: p.lun(target, *tag, *tpg_lun),
-            link: p.mapped_lun(target, *tag, initiator, *lun).join(link),
+            target: p.lun(&mapped.acl.tpg.target, mapped.acl.tpg.tag, *tpg_lun),
+            link: mapped_lun_dir(p, mapped).join(link),
         }],
-        Op::UnmapLun {
-            target,
-            tag,
-            initiator,
-            lun,
-            link,
-            ..
-        } => vec![Unlink(
-            p.mapped_lun(target, *tag, initiator, *lun).join(link),
-        )],
-        Op::SetWriteProtect {
-            target,
-            tag,
-            initiator,
-            lun,
-            value,
-            ..
-        } => vec![w(
-            p.mapped_lun_file(target, *tag, initiator, *lun, "write_protect"),
+        Op::UnmapLun { mapped, link, .. } => vec![Unlink(mapped_lun_dir(p, mapped).join(link))],
+        Op::SetWriteProtect { mapped, value, .. } => vec![w(
+            mapped_lun_dir(p, mapped).join("write_protect"),
             b01(*value),
         )],
     }

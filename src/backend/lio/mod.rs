@@ -286,7 +286,7 @@ mod tests {
             );
             *seen.entry(planned.op.name()).or_default() += expanded;
         }
-        apply::apply(&p, &desired, backend, ledger, &ApplyOptions { workers: 1 })
+        apply::apply(&p, backend, ledger, &ApplyOptions { workers: 1 })
             .expect("apply into the simulator");
     }
 
