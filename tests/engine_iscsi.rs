@@ -481,6 +481,34 @@ fn serve_refuses_a_control_socket_directory_others_can_write() {
     assert!(all(&o).contains("lets others write to it"), "{}", all(&o));
 }
 
+/// A key the engine cannot honour is refused, never ignored.
+#[test]
+fn serve_refuses_isns_and_alua() {
+    let dir = work_dir();
+    let m = model(dir.path(), free_port(), "");
+    let text = std::fs::read_to_string(&m).unwrap();
+    let text = text.replacen(
+        "[global]\n",
+        "[global]\nalua = true\nisns_servers = [\"192.0.2.5\"]\n",
+        1,
+    );
+    std::fs::write(&m, text).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_isctl"))
+        .arg("--socket")
+        .arg(dir.path().join("engine.sock"))
+        .arg("serve")
+        .arg(&m)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        all(&o).contains("does not register with iSNS") && all(&o).contains("set alua = false"),
+        "{}",
+        all(&o)
+    );
+}
+
 // ---- a hostile peer -------------------------------------------------------------
 
 fn bhs(op: u8, flags: u8) -> [u8; 48] {

@@ -27,7 +27,7 @@ pub use op::{
     AclAddr, AuthScope, BackstoreSetting, Lane, LunAddr, MappedLunAddr, Op, Phase, TargetAddr,
     TpgAddr, TpgSetting, TpgSnapshot, LINK_NAME,
 };
-pub use served::{diff_served, ServedPlan, ServedSession};
+pub use served::{diff_served, engine_limits, ServedPlan, ServedSession};
 
 /// What happens to one object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -105,6 +105,7 @@ pub const REFUSAL_KINDS: &[&str] = &[
     "device",
     "blocked",
     "portal_conflict",
+    "unsupported",
 ];
 
 /// Why the plan must not be applied as it is.

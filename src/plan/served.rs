@@ -25,7 +25,7 @@ use std::net::{IpAddr, SocketAddr};
 use crate::model::{AuthMethod, Backing, Extent, Model, PortalGroup, Target};
 use crate::state::{ObjectId, Session};
 
-use super::{Action, AttrChange, Change, Plan, SessionCut};
+use super::{Action, AttrChange, Change, Plan, Refusal, SessionCut};
 
 /// A logged-in session of the engine, as the diff needs it.
 #[derive(Debug, Clone)]
@@ -70,6 +70,36 @@ pub fn diff_served(
     d.admissions(new);
     let mut out = d.out;
     out.plan.refuse_session_cuts();
+    out.plan.refusals.extend(engine_limits(new));
+    out
+}
+
+/// What a model asks for that the engine does not do: refused, never ignored
+/// (a key isctl accepts takes effect or is refused, on every backend).
+pub fn engine_limits(model: &Model) -> Vec<Refusal> {
+    let g = &model.global;
+    let mut out = Vec::new();
+    if !g.isns_servers.is_empty() {
+        out.push(Refusal {
+            kind: "unsupported",
+            object: None,
+            origin: g.origin.clone(),
+            problem:
+                "[global] isns_servers: the userspace engine does not register with iSNS servers"
+                    .into(),
+            fix: "remove isns_servers (initiators then find targets by SendTargets discovery)"
+                .into(),
+        });
+    }
+    if g.alua {
+        out.push(Refusal {
+            kind: "unsupported",
+            object: None,
+            origin: g.origin.clone(),
+            problem: "[global] alua = true: the userspace engine reports one target port group, always active/optimized, and has no ALUA states to manage".into(),
+            fix: "set alua = false".into(),
+        });
+    }
     out
 }
 
@@ -433,6 +463,24 @@ initiator_group = "hosts"
             ip: "127.0.0.1".parse().unwrap(),
             listen: vec!["127.0.0.1:3260".parse().unwrap()],
         }
+    }
+
+    #[test]
+    fn refuses_isns_and_alua_instead_of_ignoring_them() {
+        let m = model(BASE);
+        let with = model(&BASE.replace(
+            "basename = \"iqn.2026-11.io.isctl\"",
+            "basename = \"iqn.2026-11.io.isctl\"\nisns_servers = [\"192.0.2.5\"]\nalua = true",
+        ));
+        let p = diff_served(&m, &with, &[], true);
+        let kinds: Vec<&str> = p.plan.refusals.iter().map(|r| r.kind).collect();
+        assert_eq!(kinds, ["unsupported", "unsupported"]);
+        assert!(
+            p.plan.refusals[0].to_string().starts_with("m.toml:"),
+            "{}",
+            p.plan.refusals[0]
+        );
+        assert!(engine_limits(&m).is_empty());
     }
 
     #[test]

@@ -86,7 +86,7 @@ pub fn lower(model: &Model) -> Result<State, LowerErrors> {
             model.global.origin.as_ref(),
             "global",
             "LIO's iSCSI target has no iSNS client: isns_servers cannot be honoured",
-            "remove isns_servers, or use --backend userspace",
+            "remove isns_servers (no isctl backend registers with iSNS)",
         );
     }
     if model.global.alua {

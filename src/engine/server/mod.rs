@@ -48,6 +48,9 @@ pub enum ServeError {
     Bind { addr: SocketAddr, source: io::Error },
     #[error("control socket {path}: {source}")]
     Control { path: PathBuf, source: io::Error },
+    /// The model asks for what the engine does not do (iSNS, ALUA).
+    #[error("the userspace engine cannot serve this model:\n  {}", .0.iter().map(|r| r.to_string()).collect::<Vec<_>>().join("\n  "))]
+    Unsupported(Vec<crate::plan::Refusal>),
     #[error("cannot set up signal handling: {0}")]
     Signals(#[from] nix::Error),
     /// The plan cuts or disturbs logged-in sessions and was not forced.
@@ -379,6 +382,10 @@ pub fn serve(path: &Path, control_socket: &Path) -> Result<(), ServeError> {
     let loaded = crate::model::load(path)?;
     for w in &loaded.warnings {
         tracing::warn!("{w}");
+    }
+    let limits = crate::plan::engine_limits(&loaded.model);
+    if !limits.is_empty() {
+        return Err(ServeError::Unsupported(limits));
     }
     let source = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
     let config = Config::build(loaded.model, source, None)?;
