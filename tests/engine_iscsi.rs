@@ -440,6 +440,34 @@ fn sigterm_flushes_and_exits_cleanly() {
     );
 }
 
+/// Run `isctl serve` where it must refuse to start: its output, after it exited with
+/// a failure. An engine that starts instead is killed after 10 s and fails the test
+/// (it would otherwise serve forever).
+fn serve_expecting_refusal(sock: &Path, model: &Path) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_isctl"))
+        .arg("--socket")
+        .arg(sock)
+        .arg("serve")
+        .arg(model)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run isctl serve");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while child.try_wait().expect("wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let o = child.wait_with_output().unwrap();
+            panic!("isctl serve started instead of refusing:\n{}", all(&o));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let o = child.wait_with_output().unwrap();
+    assert!(!o.status.success(), "{}", all(&o));
+    o
+}
+
 /// Shutdown never depends on reaching the control socket's path: tmpfiles or an
 /// administrator may have removed the file.
 #[test]
@@ -469,15 +497,7 @@ fn serve_refuses_a_control_socket_directory_others_can_write() {
     std::fs::create_dir(&open).unwrap();
     std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
     let m = model(dir.path(), free_port(), "");
-    let o = Command::new(env!("CARGO_BIN_EXE_isctl"))
-        .arg("--socket")
-        .arg(open.join("engine.sock"))
-        .arg("serve")
-        .arg(&m)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(!o.status.success());
+    let o = serve_expecting_refusal(&open.join("engine.sock"), &m);
     assert!(all(&o).contains("lets others write to it"), "{}", all(&o));
 }
 
@@ -493,15 +513,7 @@ fn serve_refuses_isns_and_alua() {
         1,
     );
     std::fs::write(&m, text).unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_isctl"))
-        .arg("--socket")
-        .arg(dir.path().join("engine.sock"))
-        .arg("serve")
-        .arg(&m)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(!o.status.success());
+    let o = serve_expecting_refusal(&dir.path().join("engine.sock"), &m);
     assert!(
         all(&o).contains("does not register with iSNS") && all(&o).contains("set alua = false"),
         "{}",

@@ -451,3 +451,56 @@ fn a_failing_apply_reports_the_step_errno_and_rollback() {
     assert_eq!(v["error"]["errno_name"], "EBUSY (16)");
     assert_eq!(v["rollback"]["complete"], true);
 }
+
+/// An apply that died half way is shown by `status`, and its objects are managed:
+/// an empty model deletes them (no `--prune` needed, nothing unmanaged left).
+#[test]
+fn status_shows_an_interrupted_apply_and_the_next_apply_converges() {
+    let e = Env::new();
+    // What a killed apply leaves: objects created, and an intent in the ledger
+    // instead of a record of them (tests/apply_crash.rs kills applies for real, in
+    // the simulator, at every step).
+    let o = e.run(&["apply", "--auto-approve", &model()]);
+    o.assert_exit(0);
+    // Forget the finished apply, and record it as interrupted by a dead process.
+    let ledger_path = e.state_dir().join("ledger.json");
+    let mut doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&ledger_path).unwrap()).unwrap();
+    let key = doc["managed"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .next()
+        .unwrap()
+        .clone();
+    let objects = doc["managed"][&key].clone();
+    doc["managed"] = serde_json::json!({});
+    doc["applied"] = serde_json::json!({});
+    doc["intents"] = serde_json::json!({ key: {
+        "started_unix": 1_700_000_000u64, "pid": 2_147_483_646u32, "operations": 99, "objects": objects,
+    }});
+    std::fs::write(&ledger_path, serde_json::to_vec(&doc).unwrap()).unwrap();
+
+    let o = e.run(&["status"]);
+    o.assert_exit(0);
+    assert!(
+        o.stdout
+            .contains("Interrupted apply: started at 1700000000")
+            && o.stdout.contains("the next apply converges"),
+        "{}",
+        o.stdout
+    );
+    assert!(o.stdout.contains("0 not managed by isctl"), "{}", o.stdout);
+    let empty = e.dir.path().join("empty.toml");
+    std::fs::write(&empty, "").unwrap();
+    let o = e.run(&["apply", "--auto-approve", empty.to_str().unwrap()]);
+    o.assert_exit(0);
+    let o = e.run(&["status", "-o", "json"]);
+    let st: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(st["interrupted_apply"], serde_json::Value::Null, "{st}");
+    // Only the global discovery settings stay, as after any apply of an empty model
+    // (an empty model does not manage them).
+    assert_eq!(st["live"], 1, "{st}");
+    assert_eq!(st["unmanaged"][0]["address"], "discovery_auth", "{st}");
+    assert_eq!(st["managed"], 0, "{st}");
+}

@@ -1,7 +1,16 @@
 //! The ledger: which live objects isctl manages, per backend location, kept as
 //! JSON in `<state-dir>/ledger.json` (mode 0600, written atomically: temp file,
-//! fsync, rename). It does the job of ctld's `ctld_name` tags and kube's owner
-//! references: objects neither desired nor in the ledger are left alone.
+//! fsync, rename, fsync of the directory). It does the job of ctld's `ctld_name`
+//! tags and kube's owner references: objects neither desired nor in the ledger are
+//! left alone.
+//!
+//! It is also the intent journal of a running apply: before the first write, the
+//! objects the plan may create or change are recorded as an [`Intent`]; a successful
+//! or rolled-back apply clears it. An apply that dies in between (SIGKILL, OOM, power
+//! loss) leaves it behind, and then those objects count as managed
+//! ([`Ledger::objects`]): the next apply simply converges — a model that keeps them
+//! adopts them, a model without them deletes them — instead of leaving orphans that
+//! only `--prune` (which also removes objects isctl never created) would remove.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -43,6 +52,22 @@ struct LedgerFile {
     /// (never secrets), for `status` to spot drift without the model.
     #[serde(default)]
     applied: BTreeMap<String, Vec<AppliedObject>>,
+    /// `<backend>:<location>` → the apply under way (or interrupted).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    intents: BTreeMap<String, Intent>,
+}
+
+/// What an apply was about to do, recorded before its first write.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Intent {
+    /// When it started (seconds since the epoch).
+    pub started_unix: u64,
+    /// The isctl process that wrote it.
+    pub pid: u32,
+    /// Operations in its plan.
+    pub operations: usize,
+    /// Every object its operations create, change or delete.
+    pub objects: BTreeSet<ObjectId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,13 +131,61 @@ impl Ledger {
         &self.path
     }
 
-    /// The managed objects.
+    /// The managed objects: those recorded by the last apply, and those an
+    /// interrupted apply may have created.
     pub fn objects(&self) -> BTreeSet<ObjectId> {
+        let mut all = self.recorded();
+        if let Some(i) = self.interrupted() {
+            all.extend(i.objects.iter().cloned());
+        }
+        all
+    }
+
+    /// The objects the last finished apply recorded.
+    fn recorded(&self) -> BTreeSet<ObjectId> {
         self.file
             .managed
             .get(&self.key)
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// The apply recorded as under way: one that was interrupted, unless another
+    /// isctl runs it right now (the apply lock tells which).
+    pub fn interrupted(&self) -> Option<&Intent> {
+        self.file.intents.get(&self.key)
+    }
+
+    /// Record, durably, what an apply is about to do (before its first write).
+    pub fn begin(
+        &mut self,
+        objects: BTreeSet<ObjectId>,
+        operations: usize,
+    ) -> Result<(), LedgerError> {
+        // An earlier interrupted apply's objects stay managed until this one ends.
+        let mut objects = objects;
+        if let Some(old) = self.file.intents.get(&self.key) {
+            objects.extend(old.objects.iter().cloned());
+        }
+        let started_unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.file.intents.insert(
+            self.key.clone(),
+            Intent {
+                started_unix,
+                pid: std::process::id(),
+                operations,
+                objects,
+            },
+        );
+        self.save()
+    }
+
+    /// The apply ended (applied, or rolled back): its intent is settled by the
+    /// objects recorded with [`Ledger::set_objects`]. Saved by the next `save`.
+    pub fn end(&mut self) {
+        self.file.intents.remove(&self.key);
     }
 
     pub fn set_objects(&mut self, objects: BTreeSet<ObjectId>) {
@@ -173,6 +246,13 @@ impl Ledger {
         f.write_all(b"\n").map_err(err)?;
         f.sync_all().map_err(err)?;
         std::fs::rename(&tmp, &self.path).map_err(err)?;
+        // The rename itself must survive a power loss: the intent is written so
+        // that a crash right after it is recoverable.
+        if let Some(dir) = self.path.parent() {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(err)?;
+        }
         Ok(())
     }
 }
@@ -206,7 +286,8 @@ impl Ledger {
         let now = crate::state::managed_attributes(live);
         let mut d = Drift::default();
         let applied = self.applied();
-        for id in self.objects() {
+        // An interrupted apply's objects may never have been created: not drift.
+        for id in self.recorded() {
             let Some(live_attrs) = now.get(&id) else {
                 d.missing.push(id);
                 continue;
@@ -247,6 +328,21 @@ mod tests {
         let l2 = Ledger::load(&sd, "lio", "/a").unwrap();
         assert_eq!(l2.objects().len(), 1);
         assert!(Ledger::load(&sd, "lio", "/b").unwrap().objects().is_empty());
+        // An apply under way: its objects are managed until it ends.
+        let t = ObjectId::Target {
+            target: "iqn.2026-11.io.isctl:t".into(),
+        };
+        l.begin([t.clone()].into(), 3).unwrap();
+        let l3 = Ledger::load(&sd, "lio", "/a").unwrap();
+        assert_eq!(l3.interrupted().map(|i| i.operations), Some(3));
+        assert!(l3.objects().contains(&t));
+        assert!(l3.drift(&crate::state::State::default()).missing.len() == 1);
+        l.end();
+        l.save().unwrap();
+        assert!(Ledger::load(&sd, "lio", "/a")
+            .unwrap()
+            .interrupted()
+            .is_none());
         std::fs::write(l.path(), "{").unwrap();
         assert!(matches!(
             Ledger::load(&sd, "lio", "/a"),

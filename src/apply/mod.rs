@@ -119,23 +119,28 @@ pub fn apply(
     }
     let start = Instant::now();
     let before = backend.operations_performed();
+    // Before the first write: what this run may create or change, durably, so
+    // that a run killed half way leaves no orphan (see `ledger`).
+    let managed_before = ledger.objects();
+    let touched = plan.ops.iter().map(|p| p.op.object()).collect();
+    ledger.begin(touched, plan.ops.len())?;
     if let Err(failure) = executor::run(plan, backend.executor(), opts.workers) {
-        // What rollback could not undo stays managed, so that the next
-        // apply (or --prune) can clean it up.
-        if !failure.left_applied.is_empty() {
-            let mut objs = ledger.objects();
-            for &i in &failure.left_applied {
-                objs.insert(plan.ops[i].op.object());
-            }
-            ledger.set_objects(objs);
-            ledger.save()?;
+        // Rolled back: what was managed stays managed, and what rollback could not
+        // undo becomes managed, so that the next apply (or --prune) cleans it up.
+        let mut objs = managed_before;
+        for &i in &failure.left_applied {
+            objs.insert(plan.ops[i].op.object());
         }
+        ledger.end();
+        ledger.set_objects(objs);
+        ledger.save()?;
         return Err(ApplyError::Failed(ApplyFailed {
             failure,
             total_ops: plan.ops.len(),
             operations: backend.operations_performed() - before,
         }));
     }
+    ledger.end();
     ledger.set_objects(plan.ledger_after.clone());
     ledger.set_applied(plan.applied_attributes.clone());
     ledger.save()?;

@@ -102,6 +102,9 @@ pub struct Sim {
     root: PathBuf,
     inner: Mutex<kernel::Kernel>,
     faults: Mutex<(u64, Vec<Fault>)>,
+    /// A simulated crash: after this many more mutating calls, every further one
+    /// panics (the process died; nothing more reaches the kernel).
+    crash_after: Mutex<Option<u64>>,
     latency: Mutex<Latency>,
 }
 
@@ -118,6 +121,7 @@ impl Sim {
             root: super::lio::paths::normalize(root),
             inner: Mutex::new(kernel::Kernel::new()),
             faults: Mutex::new((0, Vec::new())),
+            crash_after: Mutex::new(None),
             latency: Mutex::new(Latency::default()),
         }
     }
@@ -186,6 +190,19 @@ impl Sim {
         let mut f = self.faults.lock().unwrap_or_else(|e| e.into_inner());
         f.0 = 0;
         f.1.push(fault);
+    }
+
+    /// Simulate isctl dying (SIGKILL, OOM, power loss) after `n` more mutating
+    /// calls: the next ones panic, so the caller unwinds without rollback or ledger
+    /// update, and the simulated kernel keeps exactly the first `n` changes.
+    pub fn crash_after_mutations(&self, n: u64) {
+        self.faults.lock().unwrap_or_else(|e| e.into_inner()).0 = 0;
+        *self.crash_after.lock().unwrap_or_else(|e| e.into_inner()) = Some(n);
+    }
+
+    /// The simulated kernel outlives the crashed process: serve calls again.
+    pub fn recover(&self) {
+        *self.crash_after.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
     /// Make the n-th mutating call from now fail with `errno`.
@@ -344,6 +361,11 @@ impl Sim {
             let mut f = self.faults.lock().unwrap_or_else(|e| e.into_inner());
             f.0 += 1;
             let n = f.0;
+            let crash = *self.crash_after.lock().unwrap_or_else(|e| e.into_inner());
+            if crash.is_some_and(|limit| n > limit) {
+                drop(f);
+                panic!("simulated crash before mutation {n} ({kind:?} {rel})");
+            }
             for fault in f.1.iter_mut() {
                 if fault.times == 0 {
                     continue;

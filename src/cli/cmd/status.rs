@@ -41,6 +41,14 @@ pub fn run(r: &Resolved, args: &StatusArgs) -> anyhow::Result<u8> {
     Ok(code)
 }
 
+/// Is the process that wrote an apply intent still running?
+fn pid_alive(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+}
+
 fn model_json(args: &StatusArgs, plan: Option<&Plan>) -> serde_json::Value {
     json!(plan.map(|p| json!({
         "path": args.path,
@@ -145,6 +153,13 @@ fn lio_status(
             "unmanaged": unmanaged.iter().map(|u| json!({"object": u, "address": u.to_string()})).collect::<Vec<_>>(),
             "drift": drift,
             "sessions": observed.sessions.len(),
+            "interrupted_apply": ledger.interrupted().map(|i| json!({
+                "started_unix": i.started_unix,
+                "pid": i.pid,
+                "running": pid_alive(i.pid),
+                "operations": i.operations,
+                "objects": i.objects,
+            })),
             "model": model_json(args, model_plan),
         });
         serde_json::to_writer_pretty(&mut out, &doc)?;
@@ -165,6 +180,24 @@ fn lio_status(
         unmanaged.len()
     )?;
     writeln!(out, "Sessions: {} logged in", observed.sessions.len())?;
+    if let Some(i) = ledger.interrupted() {
+        if pid_alive(i.pid) {
+            writeln!(
+                out,
+                "Apply under way: started at {} (unix time) by pid {}, {} operation(s)",
+                i.started_unix, i.pid, i.operations
+            )?;
+        } else {
+            writeln!(
+                out,
+                "Interrupted apply: started at {} (unix time) by pid {}, which died before it finished its {} operation(s); the {} object(s) it may have created or changed are managed, so the next apply converges (a model without them deletes them)",
+                i.started_unix,
+                i.pid,
+                i.operations,
+                i.objects.len()
+            )?;
+        }
+    }
     if drift.is_empty() {
         writeln!(out, "Drift: none since the last apply")?;
     } else {
