@@ -393,15 +393,25 @@ pub fn serve(path: &Path, control_socket: &Path) -> Result<(), ServeError> {
     let targets = config.targets.len();
     let luns: usize = config.targets.values().map(|t| t.luns.len()).sum();
     let server = Server::new(config);
-    for addr in addrs {
-        let l = server.bind(addr)?;
-        server
-            .listeners
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(addr, l);
-    }
+    // The control socket first: whoever can reach a portal can then also ask the
+    // engine what it serves (tests and scripts wait for a portal, then ask).
     let control = control::start(server.clone(), control_socket)?;
+    for addr in addrs {
+        match server.bind(addr) {
+            Ok(l) => {
+                server
+                    .listeners
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(addr, l);
+            }
+            Err(e) => {
+                control.stop();
+                server.shutdown();
+                return Err(e);
+            }
+        }
+    }
     tracing::info!(
         targets,
         luns,
