@@ -16,6 +16,7 @@
 
 pub mod chap;
 pub mod conn;
+pub mod fullfeature;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod login;

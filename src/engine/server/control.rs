@@ -270,7 +270,7 @@ pub fn status(server: &Server) -> Status {
                     .collect(),
                 sessions: sessions
                     .iter()
-                    .filter(|s| s.target.as_deref() == Some(&t.name))
+                    .filter(|s| s.target_name() == Some(t.name.as_str()))
                     .count(),
             })
             .collect(),
@@ -289,7 +289,7 @@ pub fn sessions(server: &Server) -> Vec<SessionStatus> {
             initiator: s.initiator.clone(),
             initiator_alias: s.initiator_alias.clone(),
             isid: s.isid.iter().map(|b| format!("{b:02x}")).collect(),
-            target: s.target.clone(),
+            target: s.target_name().map(str::to_owned),
             portal_group_tag: s.portal_group_tag,
             started_unix: unix(s.started),
             max_burst_length: s.params.max_burst_length,

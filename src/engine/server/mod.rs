@@ -189,7 +189,7 @@ impl Server {
                 let conns = s.conns();
                 LiveSession {
                     tsih: s.tsih,
-                    target: s.target.clone(),
+                    target: s.target_name().map(str::to_owned),
                     initiator: s.initiator.clone(),
                     ip: conns
                         .first()
