@@ -303,6 +303,8 @@ impl FullFeature {
         match input {
             Input::Pdu(pdu) => self.dispatch(pdu, out),
             Input::HeaderDigestError => {
+                // The header itself is untrustworthy, so there is none to pass on; its
+                // disposition (close) never answers with it.
                 self.violation(Violation::HeaderDigest, &Bhs::new(Opcode::NopOut), out)
             }
             Input::DataDigestError(bhs) => {
