@@ -86,6 +86,21 @@ pub struct ConnEntry {
     pub stream: TcpStream,
 }
 
+/// What a session is for. One enum rather than a target name and a SCSI side that
+/// would both have to be `None` (or both `Some`) together.
+#[derive(Debug)]
+pub enum SessionKind {
+    /// SendTargets only: no target, no LUNs, no nexus (RFC 7143 §4.3).
+    Discovery,
+    /// Logged in to `target`: SCSI commands go to `scsi` on this session's `nexus`.
+    Normal {
+        target: String,
+        /// The target's LUN map.
+        scsi: Arc<ScsiTarget>,
+        nexus: Nexus,
+    },
+}
+
 /// What a session's connections share.
 #[derive(Debug)]
 pub struct Session {
@@ -93,18 +108,23 @@ pub struct Session {
     pub initiator: String,
     pub initiator_alias: Option<String>,
     pub isid: [u8; 6],
-    /// `None`: a discovery session.
-    pub target: Option<String>,
+    pub kind: SessionKind,
     pub portal_group_tag: u16,
     pub params: SessionParams,
-    /// The SCSI side: the target's LUN map and this session's nexus.
-    pub scsi: Option<(Arc<ScsiTarget>, Nexus)>,
     pub window: Mutex<CmdWindow>,
     pub conns: Mutex<Vec<ConnEntry>>,
     pub started: SystemTime,
 }
 
 impl Session {
+    /// The target a normal session is logged in to; `None` for discovery.
+    pub fn target_name(&self) -> Option<&str> {
+        match &self.kind {
+            SessionKind::Discovery => None,
+            SessionKind::Normal { target, .. } => Some(target),
+        }
+    }
+
     pub fn window(&self) -> MutexGuard<'_, CmdWindow> {
         self.window.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -192,7 +212,7 @@ impl Registry {
             .filter(|s| {
                 s.initiator == session.initiator
                     && s.isid == session.isid
-                    && s.target == session.target
+                    && s.target_name() == session.target_name()
             })
             .map(|s| s.tsih)
             .collect();
@@ -272,8 +292,8 @@ impl Registry {
 /// The SCSI layer learns the nexus is gone: exactly once per session, here.
 fn end(session: &Session) {
     session.shutdown_all();
-    if let Some((target, nexus)) = &session.scsi {
-        target.nexus_closed(nexus);
+    if let SessionKind::Normal { scsi, nexus, .. } = &session.kind {
+        scsi.nexus_closed(nexus);
     }
 }
 

@@ -298,7 +298,7 @@ pub fn status(server: &Server) -> Status {
                     .collect(),
                 sessions: sessions
                     .iter()
-                    .filter(|s| s.target.as_deref() == Some(&t.name))
+                    .filter(|s| s.target_name() == Some(t.name.as_str()))
                     .count(),
             })
             .collect(),
@@ -310,7 +310,7 @@ pub fn status(server: &Server) -> Status {
 /// A session of the engine as every backend reports sessions.
 pub fn session_record(s: &EngineSession, conns: &[ConnEntry]) -> Session {
     Session {
-        target: s.target.clone().unwrap_or_default(),
+        target: s.target_name().unwrap_or_default().to_owned(),
         tpg: s.portal_group_tag,
         initiator: s.initiator.clone(),
         dynamic: false,
@@ -319,7 +319,7 @@ pub fn session_record(s: &EngineSession, conns: &[ConnEntry]) -> Session {
         tsih: Some(s.tsih),
         session_id: Some(u32::from(s.tsih)),
         session_type: Some(
-            if s.target.is_some() {
+            if s.target_name().is_some() {
                 "Normal"
             } else {
                 "Discovery"

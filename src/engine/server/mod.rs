@@ -193,7 +193,7 @@ impl Server {
                 ServedSession {
                     session: control::session_record(s, &conns),
                     tsih: s.tsih,
-                    target: s.target.clone(),
+                    target: s.target_name().map(str::to_owned),
                     ip: conns
                         .first()
                         .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |c| c.peer.ip()),
