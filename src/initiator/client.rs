@@ -462,3 +462,38 @@ impl Client {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn send_targets_answer() {
+        let data = b"TargetName=iqn.2026-11.x:a\0TargetAddress=127.0.0.1:3260,1\0TargetAddress=[::1]:3261,2\0TargetName=iqn.2026-11.x:b\0";
+        let t = parse_send_targets(data).unwrap();
+        assert_eq!(t.len(), 2);
+        assert_eq!(t[0].name, "iqn.2026-11.x:a");
+        assert_eq!(
+            t[0].addresses,
+            vec![
+                TargetAddress {
+                    address: "127.0.0.1:3260".into(),
+                    tag: Some(1)
+                },
+                TargetAddress {
+                    address: "[::1]:3261".into(),
+                    tag: Some(2)
+                }
+            ]
+        );
+        assert!(t[1].addresses.is_empty());
+    }
+
+    #[test]
+    fn portal_addresses_default_to_3260() {
+        assert_eq!(resolve("127.0.0.1").unwrap().to_string(), "127.0.0.1:3260");
+        assert_eq!(resolve("127.0.0.1:3261").unwrap().port(), 3261);
+        assert_eq!(resolve("[::1]").unwrap().to_string(), "[::1]:3260");
+        assert_eq!(resolve("[::1]:5").unwrap().port(), 5);
+    }
+}

@@ -490,3 +490,279 @@ impl InitiatorLogin {
         Ok(Next::Done(Box::new(out)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The initiator's login against the engine's target-side login state machine:
+    //! both pure, no socket.
+    use super::*;
+    use crate::engine::iscsi::login::{Access, Grant, Login, LoginStatus, Step};
+    use crate::model::{AuthMethod, ChapCredentials, Origin, PeerCredentials};
+
+    struct Target {
+        auth: Option<(ChapCredentials, AuthMethod)>,
+    }
+
+    impl Access for Target {
+        fn normal(&self, target: &str, initiator: &str) -> std::result::Result<Grant, LoginStatus> {
+            if target != "iqn.2026-11.test:t" {
+                return Err(LoginStatus::NOT_FOUND);
+            }
+            if initiator == "iqn.2026-11.test:banned" {
+                return Err(LoginStatus::AUTHORIZATION_FAILURE);
+            }
+            Ok(Grant {
+                auth: self.auth.clone(),
+                portal_group_tag: 7,
+                alias: Some("disk".into()),
+            })
+        }
+        fn discovery(&self, _: &str) -> Grant {
+            Grant {
+                auth: None,
+                portal_group_tag: 7,
+                alias: None,
+            }
+        }
+    }
+
+    fn creds(mutual: bool) -> ChapCredentials {
+        ChapCredentials {
+            name: "c".into(),
+            user: "alice".into(),
+            secret: Secret::new("alicesecret12"),
+            peer: mutual.then(|| PeerCredentials {
+                user: "the-target".into(),
+                secret: Secret::new("targetsecret12"),
+            }),
+            origin: Origin::default(),
+        }
+    }
+
+    fn cfg(target: Option<&str>, chap: Option<ChapConfig>) -> LoginConfig {
+        LoginConfig {
+            initiator: "iqn.2026-11.test:i".into(),
+            target: target.map(str::to_string),
+            isid: [0x80, 1, 2, 3, 4, 5],
+            chap,
+            header_digest: true,
+            data_digest: false,
+        }
+    }
+
+    fn chap(secret: &str, peer: Option<&str>, algs: Vec<Algorithm>) -> Option<ChapConfig> {
+        Some(ChapConfig {
+            user: "alice".into(),
+            secret: Secret::new(secret),
+            peer: peer.map(|p| ("the-target".to_string(), Secret::new(p))),
+            algorithms: algs,
+        })
+    }
+
+    /// Run the initiator against the engine's login until one of them is done.
+    fn drive(cfg: LoginConfig, target: &Target) -> Result<LoginOutcome> {
+        let mut i = InitiatorLogin::new(cfg, 1, 1);
+        let mut t = Login::new();
+        let mut req = i.start();
+        for _ in 0..20 {
+            assert_eq!(req.bhs.opcode(), Opcode::LoginRequest);
+            assert!(req.bhs.immediate());
+            let (mut bhs, data) = match t.on_request(&req, target, &|_| None) {
+                Step::Reply(b, d) => (b, d),
+                Step::Complete(done) => (done.response, done.response_data),
+                Step::Fail(b, _) => (b, Vec::new()),
+            };
+            bhs.set_data_segment_len(data.len());
+            let resp = Pdu {
+                bhs,
+                ahs: Vec::new(),
+                data,
+            };
+            match i.on_response(&resp)? {
+                Next::Send(p) => req = p,
+                Next::Done(o) => return Ok(*o),
+            }
+        }
+        panic!("login did not finish");
+    }
+
+    #[test]
+    fn no_authentication_and_every_negotiated_key() {
+        let o = drive(
+            cfg(Some("iqn.2026-11.test:t"), None),
+            &Target { auth: None },
+        )
+        .unwrap();
+        assert_eq!(o.key("AuthMethod"), Some("None"));
+        assert_eq!(o.key("TargetPortalGroupTag"), Some("7"));
+        assert_eq!(o.key("TargetAlias"), Some("disk"));
+        assert_eq!(o.key("HeaderDigest"), Some("CRC32C"));
+        assert_eq!(o.key("DataDigest"), Some("None"));
+        assert_eq!(o.key("InitialR2T"), Some("Yes"));
+        assert!(o.key("MaxRecvDataSegmentLength").is_some());
+        assert!(o.header_digest && !o.data_digest);
+        assert_eq!(o.chap_algorithm, None);
+        assert_eq!(o.mutual_chap_verified, None);
+        assert_eq!(
+            o.exp_cmd_sn, 1,
+            "the first command carries the login's CmdSN"
+        );
+    }
+
+    #[test]
+    fn discovery_session() {
+        let o = drive(cfg(None, None), &Target { auth: None }).unwrap();
+        assert_eq!(o.key("HeaderDigest"), Some("CRC32C"));
+        assert_eq!(
+            o.key("InitialR2T"),
+            None,
+            "session keys are not offered in discovery"
+        );
+    }
+
+    #[test]
+    fn chap_in_our_order_of_preference() {
+        let t = Target {
+            auth: Some((creds(false), AuthMethod::Chap)),
+        };
+        for alg in [Algorithm::Md5, Algorithm::Sha1, Algorithm::Sha256] {
+            let c = chap("alicesecret12", None, vec![alg, Algorithm::Md5]);
+            let o = drive(cfg(Some("iqn.2026-11.test:t"), c), &t).unwrap();
+            assert_eq!(o.chap_algorithm, Some(alg));
+            assert_eq!(o.mutual_chap_verified, None);
+            assert_eq!(o.key("AuthMethod"), Some("CHAP"));
+            assert!(o.negotiated.iter().all(|(k, _)| !k.starts_with("CHAP_")));
+        }
+    }
+
+    #[test]
+    fn wrong_secret_is_an_authentication_failure() {
+        let t = Target {
+            auth: Some((creds(false), AuthMethod::Chap)),
+        };
+        let c = chap("not-the-secret", None, vec![Algorithm::Sha256]);
+        match drive(cfg(Some("iqn.2026-11.test:t"), c), &t) {
+            Err(InitiatorError::LoginFailed { status, name, .. }) => {
+                assert_eq!((status, name), (0x0201, "authentication failure"));
+            }
+            other => panic!("{other:?}"),
+        }
+        // No credentials for a CHAP target: refused too.
+        assert!(matches!(
+            drive(cfg(Some("iqn.2026-11.test:t"), None), &t),
+            Err(InitiatorError::LoginFailed { status: 0x0201, .. })
+        ));
+    }
+
+    #[test]
+    fn mutual_chap_checks_the_targets_answer() {
+        let t = Target {
+            auth: Some((creds(true), AuthMethod::MutualChap)),
+        };
+        let c = chap(
+            "alicesecret12",
+            Some("targetsecret12"),
+            vec![Algorithm::Sha1],
+        );
+        let o = drive(cfg(Some("iqn.2026-11.test:t"), c), &t).unwrap();
+        assert_eq!(o.mutual_chap_verified, Some(true));
+        let c = chap(
+            "alicesecret12",
+            Some("wrong-target-secret"),
+            vec![Algorithm::Sha1],
+        );
+        match drive(cfg(Some("iqn.2026-11.test:t"), c), &t) {
+            Err(InitiatorError::MutualChap(m)) => assert!(m.contains("wrong target secret"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn mutual_chap_without_an_answer_fails() {
+        // A target that never answers our challenge: its response transits without
+        // CHAP_N/CHAP_R.
+        let c = chap("s", Some("p"), vec![Algorithm::Md5]);
+        let mut i = InitiatorLogin::new(cfg(Some("iqn.2026-11.test:t"), c), 1, 1);
+        let _ = i.start();
+        let resp = |flags_: u8, text: &str| {
+            let mut b = Bhs::new(Opcode::LoginResponse);
+            b.set_flags(flags_);
+            let data = text.replace(' ', "\0").into_bytes();
+            b.set_data_segment_len(data.len());
+            Pdu {
+                bhs: b,
+                ahs: Vec::new(),
+                data,
+            }
+        };
+        assert!(matches!(
+            i.on_response(&resp(0, "AuthMethod=CHAP ")).unwrap(),
+            Next::Send(_)
+        ));
+        let Next::Send(p) = i
+            .on_response(&resp(
+                0,
+                "CHAP_A=5 CHAP_I=1 CHAP_C=0x00112233445566778899aabbccddeeff ",
+            ))
+            .unwrap()
+        else {
+            panic!()
+        };
+        let text = String::from_utf8(p.data).unwrap();
+        assert!(
+            text.contains("CHAP_N=alice") && text.contains("CHAP_C=0x"),
+            "{text}"
+        );
+        assert!(matches!(
+            i.on_response(&resp(0x81, "")),
+            Err(InitiatorError::MutualChap(_))
+        ));
+    }
+
+    #[test]
+    fn target_not_found_and_forbidden_by_name() {
+        let t = Target { auth: None };
+        let status = |c: LoginConfig| match drive(c, &t) {
+            Err(InitiatorError::LoginFailed { status, name, .. }) => (status, name),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            status(cfg(Some("iqn.2026-11.test:nope"), None)),
+            (0x0203, "target not found")
+        );
+        let mut c = cfg(Some("iqn.2026-11.test:t"), None);
+        c.initiator = "iqn.2026-11.test:banned".into();
+        assert_eq!(status(c), (0x0202, "authorization failure (forbidden)"));
+    }
+
+    #[test]
+    fn status_names_by_class() {
+        assert_eq!(status_name(0x0101), "target moved temporarily");
+        assert_eq!(status_name(0x0206), "too many connections");
+        assert_eq!(status_name(0x0301), "service unavailable");
+        assert_eq!(status_name(0x02ff), "initiator error");
+        assert_eq!(status_name(0x03ff), "target error");
+    }
+
+    #[test]
+    fn redirect_carries_the_address() {
+        let mut i = InitiatorLogin::new(cfg(Some("iqn.2026-11.test:t"), None), 1, 1);
+        let _ = i.start();
+        let mut b = Bhs::new(Opcode::LoginResponse);
+        b.set_login_status(0x0101);
+        let data = b"TargetAddress=10.0.0.2:3260,1\0".to_vec();
+        b.set_data_segment_len(data.len());
+        match i.on_response(&Pdu {
+            bhs: b,
+            ahs: Vec::new(),
+            data,
+        }) {
+            Err(InitiatorError::LoginFailed {
+                status: 0x0101,
+                redirect: Some(r),
+                ..
+            }) => assert_eq!(r, "10.0.0.2:3260,1"),
+            other => panic!("{other:?}"),
+        }
+    }
+}
