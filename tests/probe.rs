@@ -332,6 +332,9 @@ fn crc32c_header_and_data_digests() {
             "crc32c",
             "--data-digest",
             "crc32c",
+            "--source",
+            "127.0.0.1",
+            "--all-portals",
         ],
     );
     r.assert_exit(0);
@@ -339,6 +342,13 @@ fn crc32c_header_and_data_digests() {
     let neg = &v["targets"][0]["login"]["negotiated"];
     assert_eq!(neg["HeaderDigest"], "CRC32C", "{r}");
     assert_eq!(neg["DataDigest"], "CRC32C", "{r}");
+    let local = v["discovery"]["local_address"].as_str().unwrap();
+    assert!(local.starts_with("127.0.0.1:"), "{r}");
+    assert_eq!(
+        v["targets"].as_array().unwrap().len(),
+        1,
+        "one address: {r}"
+    );
     // Data came through the digests intact.
     assert_eq!(v["targets"][0]["luns"][0]["serial"], "probe0disk", "{r}");
 }

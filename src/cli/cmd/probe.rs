@@ -364,12 +364,17 @@ fn render_text(rep: &ProbeReport, differences: Option<&[String]>, code: u8) -> S
                 .collect();
             let _ = writeln!(s, "  negotiated: {}", keys.join(" "));
         } else {
-            let _ = writeln!(
-                s,
-                "  login failed: {} (status 0x{:04x})",
-                l.status_name, l.status
-            );
-            if let Some(e) = &l.error {
+            if l.status != 0 {
+                let _ = writeln!(
+                    s,
+                    "  login failed: {} (status 0x{:04x})",
+                    l.status_name, l.status
+                );
+            } else {
+                let _ = writeln!(s, "  login failed: {}", l.status_name);
+            }
+            // A target's status is already named above; other failures say why.
+            if let Some(e) = l.error.as_ref().filter(|_| l.status == 0) {
                 let _ = writeln!(s, "    {e}");
             }
             if let Some(r) = &l.redirect {
