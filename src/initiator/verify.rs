@@ -139,3 +139,152 @@ pub fn compare(model: &Model, report: &ProbeReport, expected: Option<&[String]>)
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::initiator::probe::{
+        CapacityReport, DiscoveryReport, LoginReport, LunReport, TargetReport,
+    };
+    use crate::initiator::scsi::Capacity;
+
+    fn model() -> Model {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.toml");
+        std::fs::write(
+            &p,
+            r#"[global]
+basename = "iqn.2026-11.test"
+[portal.p]
+listen = ["0.0.0.0:3260"]
+[initiator_group.far]
+networks = ["10.0.0.0/8"]
+[extent.r]
+type = "ramdisk"
+size = "8MiB"
+serial = "s1"
+[extent.q]
+type = "ramdisk"
+size = "8MiB"
+[target.t]
+luns = { 0 = "r" }
+[[target.t.group]]
+portal = "p"
+[target.far]
+luns = { 0 = "q" }
+[[target.far.group]]
+portal = "p"
+initiator_group = "far"
+"#,
+        )
+        .unwrap();
+        crate::model::load(&p).unwrap().model
+    }
+
+    fn login(ok: bool) -> LoginReport {
+        LoginReport {
+            ok,
+            status: 0,
+            status_name: "success".into(),
+            auth: "none",
+            chap_algorithm: None,
+            mutual_chap_verified: None,
+            redirect: None,
+            tsih: Some(1),
+            negotiated: Default::default(),
+            error: None,
+        }
+    }
+
+    fn report(luns: Vec<u16>, blocks: u64, serial: &str, wp: bool) -> ProbeReport {
+        ProbeReport {
+            portal: "127.0.0.1:3260".into(),
+            requested: Vec::new(),
+            discovery: DiscoveryReport {
+                connected: true,
+                local_address: Some("127.0.0.1:40000".into()),
+                initiator: "iqn.x:i".into(),
+                login: Some(login(true)),
+                error: None,
+                targets: vec![crate::initiator::client::DiscoveredTarget {
+                    name: "iqn.2026-11.test:t".into(),
+                    addresses: Vec::new(),
+                }],
+            },
+            targets: vec![TargetReport {
+                name: "iqn.2026-11.test:t".into(),
+                portal: "127.0.0.1:3260".into(),
+                initiator: "iqn.x:i".into(),
+                login: login(true),
+                report_luns: Some(luns),
+                luns: vec![LunReport {
+                    lun: 0,
+                    state: "ready".into(),
+                    sense: None,
+                    inquiry: None,
+                    vpd_pages: Vec::new(),
+                    serial: Some(serial.into()),
+                    designators: Vec::new(),
+                    rotation_rate: None,
+                    capacity: Some(CapacityReport {
+                        capacity: Capacity {
+                            blocks,
+                            block_size: 512,
+                            physical_block_exponent: 0,
+                            lbpme: false,
+                            lbprz: false,
+                        },
+                        bytes: blocks * 512,
+                        command: "read-capacity-16",
+                    }),
+                    write_protected: Some(wp),
+                    notes: Vec::new(),
+                }],
+                logout: true,
+                error: None,
+            }],
+        }
+    }
+
+    #[test]
+    fn targets_reachable_from_an_address() {
+        let m = model();
+        let portal: SocketAddr = "127.0.0.1:3260".parse().unwrap();
+        let local: IpAddr = "127.0.0.1".parse().unwrap();
+        assert_eq!(
+            targets_at(&m, portal, "iqn.x:i", local),
+            vec!["iqn.2026-11.test:t".to_string()]
+        );
+        assert!(targets_at(&m, "127.0.0.1:3261".parse().unwrap(), "iqn.x:i", local).is_empty());
+        assert_eq!(
+            targets_at(&m, portal, "iqn.x:i", "10.1.1.1".parse().unwrap()).len(),
+            2
+        );
+    }
+
+    #[test]
+    fn matches_and_each_kind_of_difference() {
+        let m = model();
+        let expected = vec!["iqn.2026-11.test:t".to_string()];
+        let ok = report(vec![0], 16384, "s1", false);
+        assert!(compare(&m, &ok, Some(&expected)).is_empty());
+
+        let bad = report(vec![0, 3], 8192, "other", true);
+        let d = compare(&m, &bad, Some(&expected));
+        assert_eq!(
+            d,
+            vec![
+                "target iqn.2026-11.test:t LUN 3: reported, not in the model",
+                "target iqn.2026-11.test:t LUN 0: size 4194304 bytes (model: 8388608)",
+                "target iqn.2026-11.test:t LUN 0: serial \"other\" (model: \"s1\")",
+                "target iqn.2026-11.test:t LUN 0: read-only (model: writable)",
+            ]
+        );
+        let more = vec![expected[0].clone(), "iqn.2026-11.test:far".to_string()];
+        let d = compare(&m, &ok, Some(&more));
+        assert_eq!(
+            d,
+            vec!["target iqn.2026-11.test:far: in the model, not offered by the portal"]
+        );
+    }
+}
