@@ -375,6 +375,15 @@ fn an_initiator_the_group_does_not_admit_is_named() {
     let r = probe(port, &["--target", &target("no-such")]);
     r.assert_exit(1);
     assert!(r.stdout.contains("target not found"), "{r}");
+    // A LUN the target does not have.
+    let r = Isctl::new()
+        .arg("probe")
+        .arg(format!("iscsi://127.0.0.1:{port}/{}/9", target("open")))
+        .run();
+    r.assert_exit(1);
+    assert!(r.stdout.contains("LUN 9 is not reported"), "{r}");
+    // CHAP user without a secret: a usage error.
+    probe(port, &["--chap-user", "alice"]).assert_exit(64);
     // Nobody listening: unreachable.
     let closed = free_port();
     let r = Isctl::new()

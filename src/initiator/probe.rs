@@ -380,13 +380,19 @@ fn query(c: &mut Client, t: &mut TargetReport, only: Option<u16>) -> super::Resu
         t.report_luns = Some(l.clone());
         l
     } else {
-        vec![0]
+        vec![only.unwrap_or(0)]
     };
     for lun in luns {
         if only.is_some_and(|o| o != lun) {
             continue;
         }
         t.luns.push(query_lun(c, lun)?);
+    }
+    if let Some(o) = only {
+        if t.luns.is_empty() {
+            // The LUN asked for does not exist: that is a failure of what was asked.
+            t.error = Some(format!("LUN {o} is not reported by the target"));
+        }
     }
     Ok(())
 }
