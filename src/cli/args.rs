@@ -101,6 +101,8 @@ pub enum Command {
     Sessions(SessionsArgs),
     /// Run the userspace iSCSI engine serving a model.
     Serve(ServeArgs),
+    /// Prove a target works: discover, log in, ask (never read or write data), log out.
+    Probe(Box<ProbeArgs>),
     /// Write man pages and shell completions (for packaging).
     #[command(hide = true)]
     GenerateDocs(GenerateDocsArgs),
@@ -183,6 +185,78 @@ pub struct SessionsArgs {
 pub struct ServeArgs {
     /// Model file or directory of *.toml files.
     pub path: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// `HOST[:PORT]` of a portal, or `iscsi://HOST[:PORT]/IQN[/LUN]`.
+    pub portal: String,
+    /// Log in to this target only (repeatable; default: every discovered target).
+    #[arg(long = "target", value_name = "IQN")]
+    pub targets: Vec<String>,
+    /// Log in through every address discovery advertises, not only PORTAL.
+    #[arg(long)]
+    pub all_portals: bool,
+    /// Initiator name [default: iqn.2026-11.io.isctl:probe, or with --model the first
+    /// name of the target's initiator group].
+    #[arg(long, value_name = "NAME")]
+    pub initiator: Option<String>,
+    /// ISID as 12 hex digits [default: 806973630001].
+    #[arg(long, value_name = "HEX")]
+    pub isid: Option<String>,
+    /// Local address to connect from.
+    #[arg(long, value_name = "ADDR")]
+    pub source: Option<std::net::IpAddr>,
+    /// CHAP user name for the targets.
+    #[arg(long, value_name = "USER")]
+    pub chap_user: Option<String>,
+    /// Environment variable holding the CHAP secret.
+    #[arg(long, value_name = "VAR", conflicts_with = "chap_secret_file")]
+    pub chap_secret_env: Option<String>,
+    /// File holding the CHAP secret (one line).
+    #[arg(long, value_name = "PATH")]
+    pub chap_secret_file: Option<PathBuf>,
+    /// The target's CHAP name: asks for mutual CHAP and checks the target's answer.
+    #[arg(long, value_name = "USER")]
+    pub peer_user: Option<String>,
+    /// Environment variable holding the target's (mutual CHAP) secret.
+    #[arg(long, value_name = "VAR", conflicts_with = "peer_secret_file")]
+    pub peer_secret_env: Option<String>,
+    /// File holding the target's (mutual CHAP) secret.
+    #[arg(long, value_name = "PATH")]
+    pub peer_secret_file: Option<PathBuf>,
+    /// Use the CHAP credentials for the discovery session too.
+    #[arg(long)]
+    pub discovery_chap: bool,
+    /// CHAP algorithms to offer, in order of preference.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [ChapAlgorithm::Sha256, ChapAlgorithm::Sha1, ChapAlgorithm::Md5])]
+    pub chap_algorithm: Vec<ChapAlgorithm>,
+    /// Header digest to ask for.
+    #[arg(long, value_enum, default_value_t = DigestChoice::None)]
+    pub header_digest: DigestChoice,
+    /// Data digest to ask for.
+    #[arg(long, value_enum, default_value_t = DigestChoice::None)]
+    pub data_digest: DigestChoice,
+    /// Seconds to wait for a connection or an answer.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub timeout: u64,
+    /// Compare what the target shows with this model (exit 2 when it differs); CHAP
+    /// credentials and initiator names may come from it.
+    #[arg(long, value_name = "PATH")]
+    pub model: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ChapAlgorithm {
+    Md5,
+    Sha1,
+    Sha256,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DigestChoice {
+    None,
+    Crc32c,
 }
 
 #[derive(Debug, Args)]

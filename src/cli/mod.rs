@@ -65,6 +65,7 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
         Command::Status(a) => cmd::status::run(&r, a),
         Command::Sessions(a) => cmd::sessions::run(&r, a),
         Command::Serve(a) => cmd::serve::run(&r, a),
+        Command::Probe(a) => cmd::probe::run(&r, a),
         Command::GenerateDocs(a) => cmd::generate_docs::run(a),
     }
 }

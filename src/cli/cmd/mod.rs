@@ -7,6 +7,7 @@ pub mod apply;
 pub mod export;
 pub mod generate_docs;
 pub mod plan;
+pub mod probe;
 pub mod serve;
 pub mod sessions;
 pub mod status;

@@ -20,7 +20,7 @@ pub enum Algorithm {
 }
 
 impl Algorithm {
-    fn from_number(n: &str) -> Option<Algorithm> {
+    pub fn from_number(n: &str) -> Option<Algorithm> {
         match n.trim() {
             "5" => Some(Algorithm::Md5),
             "6" => Some(Algorithm::Sha1),
@@ -29,7 +29,7 @@ impl Algorithm {
         }
     }
 
-    fn digest_len(self) -> usize {
+    pub fn digest_len(self) -> usize {
         match self {
             Algorithm::Md5 => 16,
             Algorithm::Sha1 => 20,
@@ -38,7 +38,7 @@ impl Algorithm {
     }
 
     /// H(identifier || secret || challenge).
-    fn response(self, id: u8, secret: &[u8], challenge: &[u8]) -> Vec<u8> {
+    pub fn response(self, id: u8, secret: &[u8], challenge: &[u8]) -> Vec<u8> {
         fn run<D: md5::Digest>(id: u8, secret: &[u8], challenge: &[u8]) -> Vec<u8> {
             let mut h = D::new();
             h.update([id]);
@@ -193,7 +193,7 @@ impl ChapServer {
     }
 }
 
-fn parse_identifier(s: &str) -> Option<u8> {
+pub fn parse_identifier(s: &str) -> Option<u8> {
     if let Some(h) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
         u8::from_str_radix(h, 16).ok()
     } else {
@@ -201,7 +201,7 @@ fn parse_identifier(s: &str) -> Option<u8> {
     }
 }
 
-fn to_hex(b: &[u8]) -> String {
+pub fn to_hex(b: &[u8]) -> String {
     let mut s = String::with_capacity(2 + b.len() * 2);
     s.push_str("0x");
     for x in b {
