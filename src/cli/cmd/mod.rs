@@ -11,3 +11,4 @@ pub mod serve;
 pub mod sessions;
 pub mod status;
 pub mod validate;
+pub mod watch;
