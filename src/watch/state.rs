@@ -56,6 +56,52 @@ pub struct LastApply {
     pub attempts: u64,
 }
 
+impl LastApply {
+    /// One line: `applied at 2026-12-03T10:00:00Z (change; 1 added, 0 changed, 0
+    /// destroyed)`, then the first line of the refusal or error.
+    pub fn describe(&self) -> String {
+        let mut s = format!(
+            "{} at {} ({}",
+            self.outcome.as_str(),
+            utc(self.time),
+            self.trigger
+        );
+        if let Some(x) = self.summary {
+            s.push_str(&format!(
+                "; {} added, {} changed, {} destroyed",
+                x.add, x.change, x.destroy
+            ));
+        }
+        s.push(')');
+        if let Some(m) = self.message.as_deref().and_then(|m| m.lines().next()) {
+            s.push_str(": ");
+            s.push_str(m);
+        }
+        s
+    }
+}
+
+/// Unix seconds as an RFC 3339 UTC time (days to civil date: H. Hinnant's algorithm).
+pub fn utc(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("writing {path}: {source}")]
 pub struct StateError {
@@ -95,6 +141,13 @@ pub fn load(state_dir: &Path) -> Option<LastApply> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn utc_times() {
+        assert_eq!(utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(utc(1_796_273_709), "2026-12-03T04:55:09Z");
+    }
 
     #[test]
     fn round_trip() {

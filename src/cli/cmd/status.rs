@@ -18,6 +18,7 @@ use crate::engine::api::Status;
 use crate::plan::{render, DiffOptions, Plan};
 use crate::reconcile::{Host, LioHost};
 use crate::state::ObjectId;
+use crate::watch;
 
 pub fn run(r: &Resolved, args: &StatusArgs) -> anyhow::Result<u8> {
     r.text_or_json("status")?;
@@ -64,6 +65,18 @@ fn model_text(out: &mut impl Write, args: &StatusArgs, plan: Option<&Plan>) -> s
     Ok(())
 }
 
+/// The last `isctl watch` attempt (`<state-dir>/watch.json`), if a watcher ran.
+fn watch_json(r: &Resolved) -> serde_json::Value {
+    json!(watch::state::load(&r.state_dir))
+}
+
+fn watch_text(out: &mut impl Write, r: &Resolved) -> std::io::Result<()> {
+    if let Some(w) = watch::state::load(&r.state_dir) {
+        writeln!(out, "Last watch apply: {}", w.describe())?;
+    }
+    Ok(())
+}
+
 fn engine_status(
     r: &Resolved,
     s: &Status,
@@ -72,7 +85,7 @@ fn engine_status(
 ) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     if r.json() {
-        let doc = json!({"backend": "userspace", "engine": s, "model": model_json(args, plan)});
+        let doc = json!({"backend": "userspace", "engine": s, "model": model_json(args, plan), "watch": watch_json(r)});
         serde_json::to_writer_pretty(&mut out, &doc)?;
         writeln!(out)?;
         return Ok(());
@@ -110,6 +123,7 @@ fn engine_status(
             )?;
         }
     }
+    watch_text(&mut out, r)?;
     model_text(&mut out, args, plan)?;
     Ok(())
 }
@@ -146,6 +160,7 @@ fn lio_status(
             "drift": drift,
             "sessions": observed.sessions.len(),
             "model": model_json(args, model_plan),
+            "watch": watch_json(r),
         });
         serde_json::to_writer_pretty(&mut out, &doc)?;
         writeln!(out)?;
@@ -189,6 +204,7 @@ fn lio_status(
             writeln!(out, "  {u}")?;
         }
     }
+    watch_text(&mut out, r)?;
     model_text(&mut out, args, model_plan)?;
     Ok(())
 }

@@ -28,14 +28,17 @@ pub fn run(r: &Resolved, args: &WatchArgs) -> anyhow::Result<u8> {
         state_dir: r.state_dir.clone(),
     };
     // A fresh host for each attempt (the simulated configfs is re-read from its
-    // file); the notes `host()` prints go out once.
+    // file). The log says which backend; `host()` prints nothing (stderr is the
+    // log, maybe JSON).
     let mut quiet = r.clone();
+    quiet.quiet = true;
     let mut first = true;
     let mut hosts = move || {
-        let host = if first { r.host() } else { quiet.host() };
-        first = false;
-        quiet.quiet = true;
-        host.map_err(|e| format!("{e:#}"))
+        let host = quiet.host().map_err(|e| format!("{e:#}"))?;
+        if std::mem::take(&mut first) {
+            tracing::info!(backend = host.name(), location = %host.location(), "backend");
+        }
+        Ok(host)
     };
     watch::run(&cfg, &mut hosts)?;
     Ok(exit::OK)
