@@ -325,6 +325,40 @@ fn a_kubernetes_configmap_update_is_applied() {
     w.stop();
 }
 
+/// A ConfigMap key mounted as a single-file model (`model.toml -> ..data/model.toml`).
+#[test]
+fn a_kubernetes_configmap_key_watched_as_a_file_is_applied() {
+    let e = Env::new();
+    let d = e.path("cm");
+    let v1 = "..2026_12_03_10_00_00.000000001";
+    fs::create_dir_all(d.join(v1)).unwrap();
+    write(
+        &d.join(v1).join("model.toml"),
+        &format!("{GLOBAL}{}", target("a")),
+    );
+    symlink(v1, d.join("..data")).unwrap();
+    symlink("..data/model.toml", d.join("model.toml")).unwrap();
+    let w = e.watch(&d.join("model.toml"), &[]);
+    e.wait_targets(&w, &["a"]);
+    let v2 = "..2026_12_03_10_05_00.000000002";
+    fs::create_dir_all(d.join(v2)).unwrap();
+    write(
+        &d.join(v2).join("model.toml"),
+        &format!("{GLOBAL}{}", target("b")),
+    );
+    symlink(v2, d.join("..data_tmp")).unwrap();
+    fs::rename(d.join("..data_tmp"), d.join("..data")).unwrap();
+    fs::remove_dir_all(d.join(v1)).unwrap();
+    e.wait_targets(&w, &["b"]);
+    // (The state file is written just after the configfs.)
+    assert_eq!(
+        w.wait_attempts(2)["trigger"],
+        "change",
+        "seen as an event, not by the digest check"
+    );
+    w.stop();
+}
+
 #[test]
 fn a_symlinked_model_directory_swapped_to_a_new_target_is_applied() {
     let e = Env::new();
@@ -392,7 +426,7 @@ fn an_invalid_model_changes_nothing_and_the_watcher_carries_on() {
     // Fixed: applied.
     write(&d.join("a.toml"), &target("b"));
     e.wait_targets(&w, &["b"]);
-    assert_eq!(w.state().unwrap()["outcome"], "applied");
+    assert_eq!(w.wait_attempts(3)["outcome"], "applied");
     w.stop();
 }
 
@@ -447,7 +481,7 @@ fn drift_is_reported_and_repaired_with_repair() {
     let log = w.log();
     assert!(log.contains("drift:"), "{log}");
     assert!(log.contains(&format!("+ target \"{BASE}:b\"")), "{log}");
-    assert_eq!(w.state().unwrap()["trigger"], "repair");
+    assert_eq!(w.wait_attempts(2)["trigger"], "repair");
     w.stop();
 }
 

@@ -29,9 +29,15 @@ impl Filter {
     /// True when `path` is the model itself (the file, the directory, or the link
     /// to it, as seen from its parent: renames and symlink swaps), or a path below a
     /// model directory none of whose components `model::load` skips — except the
-    /// ConfigMap's `..data` link, whose swap is how a new version appears.
+    /// ConfigMap's `..data` link, whose swap is how a new version appears (also
+    /// beside a single-file model: `/etc/isctl/model.toml -> ..data/model.toml`).
     pub fn relevant(&self, path: &Path) -> bool {
         if path == self.root {
+            return true;
+        }
+        if path.parent() == self.root.parent()
+            && path.file_name().is_some_and(|n| n == CONFIGMAP_DATA)
+        {
             return true;
         }
         match path.strip_prefix(&self.root) {
@@ -150,6 +156,9 @@ mod tests {
         assert!(f.relevant(Path::new("/srv/m.toml")));
         assert!(!f.relevant(Path::new("/srv/.m.toml.swp")));
         assert!(!f.relevant(Path::new("/srv/m.toml.tmp")));
+        // A ConfigMap key watched as a file: its link goes through `..data`.
+        assert!(f.relevant(Path::new("/srv/..data")));
+        assert!(!f.relevant(Path::new("/srv/..data_tmp")));
     }
 
     #[test]
