@@ -87,6 +87,9 @@ impl Env {
     /// `isctl watch MODEL` with `--debounce 200 --interval 600` unless `extra`
     /// gives them.
     fn watch(&self, model: &Path, extra: &[&str]) -> Watch {
+        self.watch_env(model, extra, &[])
+    }
+    fn watch_env(&self, model: &Path, extra: &[&str], envs: &[(&str, &Path)]) -> Watch {
         let mut args: Vec<&str> = extra.to_vec();
         for (flag, value) in [("--debounce", "200"), ("--interval", "600")] {
             if !extra.contains(&flag) {
@@ -100,6 +103,8 @@ impl Env {
             .env_remove("ISCTL_CONFIGFS_ROOT")
             .env_remove("ISCTL_BACKEND")
             .env_remove("RUST_LOG")
+            .env_remove("NOTIFY_SOCKET")
+            .envs(envs.iter().copied())
             .arg("watch")
             .arg(model)
             .args(args)
@@ -185,8 +190,15 @@ impl Watch {
         assert!(ok);
     }
     /// SIGTERM; the watcher must exit 0 promptly.
-    fn stop(mut self) {
-        self.signal("TERM");
+    fn stop(self) {
+        self.stop_with("TERM")
+    }
+    fn stop_with(self, sig: &str) {
+        self.signal(sig);
+        self.wait_exit();
+    }
+    /// The watcher must exit 0 within `WAIT`.
+    fn wait_exit(mut self) {
         let deadline = Instant::now() + WAIT;
         loop {
             if let Some(st) = self.child.try_wait().unwrap() {
@@ -510,7 +522,40 @@ fn sighup_applies_at_once_and_status_shows_the_last_apply() {
     let out = e.isctl().args(["status", "-o", "json"]).run();
     let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(doc["watch"]["outcome"], "no_changes", "{doc}");
-    w.stop();
+    w.stop_with("INT");
+}
+
+/// systemd's `Type=notify` protocol: READY=1 after the first attempt, a STATUS line
+/// per attempt, STOPPING=1 on the way out.
+#[test]
+fn systemd_hears_ready_status_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let e = Env::new();
+    let d = dir_model(&e, "m", &["a"]);
+    let sock_path = e.path("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(WAIT)).unwrap();
+    let w = e.watch_env(&d, &[], &[("NOTIFY_SOCKET", &sock_path)]);
+    let mut heard = String::new();
+    let mut buf = [0u8; 4096];
+    let mut recv = |heard: &mut String| {
+        let n = sock.recv(&mut buf).expect("a notification");
+        heard.push_str(&String::from_utf8_lossy(&buf[..n]));
+        heard.push('\n');
+    };
+    while !heard.contains("READY=1") {
+        recv(&mut heard);
+    }
+    assert!(
+        heard.contains("STATUS=last apply: applied (start), 5 added, 0 changed, 0 destroyed"),
+        "{heard}"
+    );
+    e.wait_targets(&w, &["a"]);
+    w.signal("TERM");
+    while !heard.contains("STOPPING=1") {
+        recv(&mut heard);
+    }
+    w.wait_exit();
 }
 
 // ------------------------------------------------------------------ the engine
