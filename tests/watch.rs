@@ -695,3 +695,28 @@ fn the_engine_refuses_to_cut_a_logged_in_session() {
     );
     w.stop();
 }
+
+/// SIGTERM while an apply runs: the apply finishes (the live state is the whole
+/// model, not half of it), then the watcher exits 0.
+#[test]
+fn sigterm_lets_a_running_apply_finish() {
+    let e = Env::new();
+    let names: Vec<String> = (0..200).map(|i| format!("t{i}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let d = dir_model(&e, "m", &refs);
+    let w = e.watch(&d, &[]);
+    let deadline = Instant::now() + WAIT;
+    while !w.log().contains("reconciling") {
+        assert!(Instant::now() < deadline, "{}", w.log());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let signalled_before_the_end = w.state().is_none();
+    w.signal("TERM");
+    let state_dir = w.state_dir.clone();
+    w.wait_exit();
+    let st: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(state_dir.join("watch.json")).unwrap()).unwrap();
+    assert_eq!(st["outcome"], "applied", "{st}");
+    assert_eq!(e.targets().len(), 200);
+    eprintln!("signalled during the apply: {signalled_before_the_end}");
+}
