@@ -397,7 +397,8 @@ fn a_symlinked_model_directory_swapped_to_a_new_target_is_applied() {
 fn a_burst_of_writes_is_applied_once() {
     let e = Env::new();
     let d = dir_model(&e, "m", &["a"]);
-    let w = e.watch(&d, &["--debounce", "500"]);
+    // -vv: debug, to see every time the watcher looks at the model.
+    let w = e.watch(&d, &["--debounce", "500", "-vv"]);
     e.wait_targets(&w, &["a"]);
     w.wait_attempts(1);
     assert_eq!(w.applies(), 1);
@@ -414,6 +415,12 @@ fn a_burst_of_writes_is_applied_once() {
     std::thread::sleep(Duration::from_millis(1000));
     assert_eq!(w.applies(), 2, "{}", w.log());
     assert_eq!(w.attempts(), 2, "{}", w.log());
+    // Its own reads of the model (open, close) are not changes: no loop.
+    assert!(
+        !w.log().contains("unchanged since the last attempt"),
+        "{}",
+        w.log()
+    );
     w.stop();
 }
 

@@ -4,6 +4,8 @@
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use notify::event::{AccessKind, AccessMode, EventKind};
+
 /// The name of the symbolic link a Kubernetes ConfigMap volume swaps atomically
 /// (`..data_tmp` renamed over `..data`) to publish a new version of its files.
 pub const CONFIGMAP_DATA: &str = "..data";
@@ -11,6 +13,18 @@ pub const CONFIGMAP_DATA: &str = "..data";
 /// Names `model::load` never reads (hidden files and directories, editor backups):
 /// events about them alone never trigger an apply.
 pub use crate::model::is_skipped_name;
+
+/// True for the kinds of event that can change what `model::load` reads: creation,
+/// modification, renames, removal, a file closed after writing, and the unknown.
+/// Opening or reading a file is not a change — and must not count as one: the
+/// watcher's own reads of the model would otherwise trigger it again and again.
+pub fn is_change(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
+    }
+}
 
 /// Decides whether an event path concerns the model at `root` (the path given to
 /// `isctl watch`, made absolute, not resolved: a symbolic link stays a link).
@@ -114,6 +128,29 @@ mod tests {
 
     fn f() -> Filter {
         Filter::new(Path::new("/etc/isctl"))
+    }
+
+    #[test]
+    fn reading_the_model_is_not_a_change() {
+        use notify::event::{CreateKind, ModifyKind, RemoveKind, RenameMode};
+        assert!(!is_change(&EventKind::Access(AccessKind::Open(
+            AccessMode::Any
+        ))));
+        assert!(!is_change(&EventKind::Access(AccessKind::Close(
+            AccessMode::Read
+        ))));
+        assert!(!is_change(&EventKind::Access(AccessKind::Read)));
+        for k in [
+            EventKind::Access(AccessKind::Close(AccessMode::Write)),
+            EventKind::Create(CreateKind::File),
+            EventKind::Modify(ModifyKind::Any),
+            EventKind::Modify(ModifyKind::Name(RenameMode::To)),
+            EventKind::Remove(RemoveKind::Any),
+            EventKind::Any,
+            EventKind::Other,
+        ] {
+            assert!(is_change(&k), "{k:?}");
+        }
     }
 
     #[test]

@@ -505,7 +505,7 @@ pub fn run(
             wake = wake.min(d);
         }
         match rx.recv_timeout(wake.saturating_duration_since(now)) {
-            Ok(Msg::Fs(Ok(ev))) => {
+            Ok(Msg::Fs(Ok(ev))) if filter::is_change(&ev.kind) => {
                 let relevant: Vec<_> = ev.paths.iter().filter(|p| filter.relevant(p)).collect();
                 if !relevant.is_empty() {
                     debug!(kind = ?ev.kind, paths = ?relevant, "model event");
@@ -515,6 +515,7 @@ pub fn run(
                     debouncer.event(Instant::now());
                 }
             }
+            Ok(Msg::Fs(Ok(_))) => {}
             Ok(Msg::Fs(Err(e))) => {
                 // An overflowed queue or a lost watch: look again after the burst.
                 warn!("file-system watch: {e}");
