@@ -727,3 +727,29 @@ fn sigterm_lets_a_running_apply_finish() {
     assert_eq!(e.targets().len(), 200);
     eprintln!("signalled during the apply: {signalled_before_the_end}");
 }
+
+/// A change written while an apply runs is applied after it (whether the watcher
+/// notices it by the digest after the apply or by the queued event).
+#[test]
+fn a_change_during_an_apply_is_applied_next() {
+    let e = Env::new();
+    let names: Vec<String> = (0..200).map(|i| format!("t{i}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let d = dir_model(&e, "m", &refs);
+    let w = e.watch(&d, &[]);
+    let deadline = Instant::now() + WAIT;
+    while !w.log().contains("reconciling") {
+        assert!(Instant::now() < deadline, "{}", w.log());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    fs::remove_file(d.join("t0.toml")).unwrap();
+    let st = w.wait_attempts(2);
+    assert_eq!(st["outcome"], "applied", "{st}");
+    assert_eq!(e.targets().len(), 199);
+    assert!(!e.targets().contains("t0"));
+    eprintln!(
+        "seen by the digest after the apply: {}",
+        w.log().contains("changed during the apply")
+    );
+    w.stop();
+}

@@ -23,7 +23,7 @@
 //! attempt's, on SIGHUP, and on drift with `repair`. A refused plan or an invalid
 //! model is logged and left as it is until the model changes again; a failure
 //! (I/O, a held lock, an unreachable engine) is retried at the next digest check.
-//! When the model changed while an attempt ran, another attempt follows at once.
+//! When the model changed while an attempt ran, another follows once it settles.
 
 pub mod filter;
 pub mod state;
@@ -255,23 +255,26 @@ impl Runner<'_> {
         }
     }
 
-    /// Attempt until the model holds still during an attempt. `forced`: attempt
-    /// even if the digest is the last attempt's.
-    fn cycle(&mut self, trigger: &str, forced: bool) {
-        let mut forced = forced || self.retry;
-        loop {
-            let d = digest(&self.cfg.path);
-            if !forced && self.last_digest.as_deref() == Some(d.as_str()) {
-                debug!(trigger, "the model is unchanged since the last attempt");
-                return;
-            }
-            forced = false;
-            self.attempt(trigger, &d);
-            if digest(&self.cfg.path) == d {
-                return;
-            }
-            info!("the model changed during the apply: going again");
+    /// Attempt if the model changed since the last attempt (`forced`: in any
+    /// case). Returns true when the model changed while the attempt ran: the caller
+    /// goes again once the change has settled (through the debouncer, since the
+    /// change may be the start of a burst).
+    fn cycle(&mut self, trigger: &str, forced: bool) -> bool {
+        let d = digest(&self.cfg.path);
+        if !(forced || self.retry) && self.last_digest.as_deref() == Some(d.as_str()) {
+            debug!(trigger, "the model is unchanged since the last attempt");
+            return false;
         }
+        self.attempt(trigger, &d);
+        self.changed_since(&d)
+    }
+
+    fn changed_since(&self, d: &str) -> bool {
+        if digest(&self.cfg.path) == d {
+            return false;
+        }
+        info!("the model changed during the apply: going again when it settles");
+        true
     }
 
     /// One load, plan and apply, logged and recorded.
@@ -420,30 +423,31 @@ impl Runner<'_> {
     }
 
     /// Re-plan against the live state; log what differs; repair it if asked.
-    fn drift(&mut self) {
+    /// Returns true when the model changed during a repair (as `cycle`).
+    fn drift(&mut self) -> bool {
         let path = self.cfg.path.clone();
         let Ok(loaded) = model::load(&path) else {
             debug!("drift check skipped: the model does not load");
-            return;
+            return false;
         };
         let host = match (self.hosts)() {
             Ok(h) => h,
             Err(e) => {
                 warn!("drift check: cannot reach the backend: {e}");
-                return;
+                return false;
             }
         };
         let plan = match host.plan(&path, &loaded.model, &self.diff_options()) {
             Ok(p) => p.plan,
             Err(e) => {
                 warn!("drift check: planning failed: {e}");
-                return;
+                return false;
             }
         };
         drop(host);
         if plan.is_empty() {
             debug!("drift check: no drift");
-            return;
+            return false;
         }
         warn!(
             "drift: the live configuration differs from the model ({})",
@@ -452,10 +456,12 @@ impl Runner<'_> {
         for line in change_lines(&plan) {
             warn!("drift:   {line}");
         }
-        if self.cfg.repair {
-            let d = digest(&path);
-            self.attempt("repair", &d);
+        if !self.cfg.repair {
+            return false;
         }
+        let d = digest(&path);
+        self.attempt("repair", &d);
+        self.changed_since(&d)
     }
 }
 
@@ -492,10 +498,12 @@ pub fn run(
         repair = cfg.repair,
         "watching the model"
     );
-    runner.cycle("start", true);
+    let mut debouncer = Debouncer::new(cfg.debounce);
+    if runner.cycle("start", true) {
+        debouncer.event(Instant::now());
+    }
     sd_notify(&[sd_notify::NotifyState::Ready]);
 
-    let mut debouncer = Debouncer::new(cfg.debounce);
     let mut next_drift = Instant::now() + cfg.interval;
     let mut next_digest = Instant::now() + cfg.digest_check;
     loop {
@@ -525,7 +533,9 @@ pub fn run(
             Ok(Msg::Hup) => {
                 info!("SIGHUP: applying the model now");
                 fs.refresh();
-                runner.cycle("sighup", true);
+                if runner.cycle("sighup", true) {
+                    debouncer.event(Instant::now());
+                }
             }
             Ok(Msg::Stop(sig)) => {
                 info!("{sig}: stopping");
@@ -537,15 +547,21 @@ pub fn run(
         let now = Instant::now();
         if debouncer.fire(now) {
             fs.refresh();
-            runner.cycle("change", false);
+            if runner.cycle("change", false) {
+                debouncer.event(Instant::now());
+            }
         }
         if now >= next_digest {
             fs.refresh();
-            runner.cycle("digest", false);
+            if runner.cycle("digest", false) {
+                debouncer.event(Instant::now());
+            }
             next_digest = Instant::now() + cfg.digest_check;
         }
         if now >= next_drift {
-            runner.drift();
+            if runner.drift() {
+                debouncer.event(Instant::now());
+            }
             next_drift = Instant::now() + cfg.interval;
         }
     }
