@@ -27,3 +27,4 @@ pub mod model;
 pub mod plan;
 pub mod reconcile;
 pub mod state;
+pub mod watch;

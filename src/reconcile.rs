@@ -125,6 +125,18 @@ enum Pending {
     Engine(PlanReport),
 }
 
+/// What one unattended plan-and-apply did (`Host::reconcile`).
+#[derive(Debug)]
+pub enum Reconciled {
+    /// Nothing to change (the desired objects were adopted).
+    NoChanges(Plan),
+    /// The plan was refused (sessions in the way, a shrink, an unmanaged object in
+    /// the way, or the engine refused at apply time); nothing changed.
+    Refused(Plan),
+    /// The plan was applied.
+    Applied(Plan, Outcome),
+}
+
 /// What an apply did.
 #[derive(Debug, Clone, Default)]
 pub struct Outcome {
@@ -235,6 +247,36 @@ impl Host {
                 })
             }
             _ => unreachable!("a plan is applied by the host that made it"),
+        }
+    }
+
+    /// Lock, plan, and apply what the plan says with exactly the safety of
+    /// `isctl apply --auto-approve`: a refused plan is returned, not applied, an
+    /// empty one is adopted. For callers without a person to confirm (`isctl watch`).
+    pub fn reconcile(
+        &self,
+        path: &Path,
+        model: &Model,
+        diff: &DiffOptions,
+        opts: &ApplyOptions,
+        lock_timeout: Duration,
+    ) -> Result<Reconciled, ReconcileError> {
+        let _lock = self.lock(lock_timeout)?;
+        let mut planned = self.plan(path, model, diff)?;
+        if planned.plan.is_refused() {
+            return Ok(Reconciled::Refused(planned.plan));
+        }
+        if planned.plan.is_empty() {
+            self.adopt(&mut planned)?;
+            return Ok(Reconciled::NoChanges(planned.plan));
+        }
+        match self.apply(&mut planned, opts) {
+            Ok(done) => Ok(Reconciled::Applied(planned.plan, done)),
+            // Sessions logged in between the plan and the apply.
+            Err(ReconcileError::Engine(EngineError::Refused(report))) => {
+                Ok(Reconciled::Refused(report.to_plan()))
+            }
+            Err(e) => Err(e),
         }
     }
 

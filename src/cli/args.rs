@@ -103,6 +103,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Prove a target works: discover, log in, ask (never read or write data), log out.
     Probe(Box<ProbeArgs>),
+    /// Keep applying the model as it changes, and report (or repair) drift.
+    Watch(WatchArgs),
     /// Write man pages and shell completions (for packaging).
     #[command(hide = true)]
     GenerateDocs(GenerateDocsArgs),
@@ -257,6 +259,36 @@ pub enum ChapAlgorithm {
 pub enum DigestChoice {
     None,
     Crc32c,
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Model file or directory of *.toml files.
+    pub path: PathBuf,
+    /// Milliseconds without a change to the model before applying it.
+    #[arg(long, default_value_t = 500, value_name = "MS")]
+    pub debounce: u64,
+    /// Seconds between drift checks (re-plans against the live state).
+    #[arg(long, default_value_t = 60, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub interval: u64,
+    /// Apply the plan when a drift check finds the live state differs from the model.
+    #[arg(long)]
+    pub repair: bool,
+    /// Delete live objects that are neither in the model nor managed by isctl.
+    #[arg(long)]
+    pub prune: bool,
+    /// Seconds to wait for another apply's lock.
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    pub lock_timeout: u64,
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Args)]

@@ -37,9 +37,15 @@ pub fn main() -> ExitCode {
             return exit::code(code);
         }
     };
-    // The engine is a daemon: its log is its status report, so it logs at info.
-    let daemon = matches!(cli.command, Command::Serve(_));
-    init_logging(cli.global.verbose + u8::from(daemon), cli.global.quiet);
+    // The engine and the watcher are daemons: their log is their status report, so
+    // they log at info.
+    let daemon = matches!(cli.command, Command::Serve(_) | Command::Watch(_));
+    let json = matches!(&cli.command, Command::Watch(a) if a.log_format == args::LogFormat::Json);
+    init_logging(
+        cli.global.verbose + u8::from(daemon),
+        cli.global.quiet,
+        json,
+    );
     match run(&cli) {
         Ok(code) => exit::code(code),
         Err(err) => {
@@ -66,6 +72,7 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
         Command::Sessions(a) => cmd::sessions::run(&r, a),
         Command::Serve(a) => cmd::serve::run(&r, a),
         Command::Probe(a) => cmd::probe::run(&r, a),
+        Command::Watch(a) => cmd::watch::run(&r, a),
         Command::GenerateDocs(a) => cmd::generate_docs::run(a),
     }
 }
@@ -114,8 +121,9 @@ pub fn exit_code_for(err: &anyhow::Error) -> u8 {
     }
 }
 
-/// Logs go to stderr; `RUST_LOG` overrides the -v/-q level.
-fn init_logging(verbose: u8, quiet: bool) {
+/// Logs go to stderr, as text or one JSON object a line (`watch --log-format json`);
+/// `RUST_LOG` overrides the -v/-q level.
+fn init_logging(verbose: u8, quiet: bool, json: bool) {
     use tracing_subscriber::EnvFilter;
     let level = match (quiet, verbose) {
         (true, _) => "error",
@@ -125,6 +133,15 @@ fn init_logging(verbose: u8, quiet: bool) {
         _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    if json {
+        let _ = tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_target(false)
+            .try_init();
+        return;
+    }
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -128,6 +128,15 @@ impl Resolved {
         Ok(())
     }
 
+    /// Worker threads for the executor (`ISCTL_WORKERS`, default `DEFAULT_WORKERS`).
+    pub fn workers(&self) -> usize {
+        std::env::var("ISCTL_WORKERS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|n| *n > 0)
+            .unwrap_or(crate::apply::DEFAULT_WORKERS)
+    }
+
     pub fn json(&self) -> bool {
         self.output == OutputFormat::Json
     }

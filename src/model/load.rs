@@ -166,7 +166,7 @@ pub(crate) fn discover(path: &Path, d: &mut Diags) -> Vec<PathBuf> {
 
 /// Hidden files and directories (`.git`, `.#x`, `.x.swp`) and editor backups
 /// (`x~`, `#x#`) are never part of a model.
-fn is_skipped_name(name: &str) -> bool {
+pub(crate) fn is_skipped_name(name: &str) -> bool {
     name.starts_with('.')
         || name.ends_with('~')
         || (name.starts_with('#') && name.ends_with('#'))

@@ -65,6 +65,19 @@ pub fn load(path: &Path) -> Result<Loaded, ModelError> {
     finish(sources, d)
 }
 
+/// The files [`load`] reads for the model at `path` (the file, or the `*.toml` files
+/// of a directory tree, hidden files and editor backups skipped), sorted; empty when
+/// the path cannot be read. `isctl watch` digests exactly these.
+pub fn files(path: &Path) -> Vec<PathBuf> {
+    load::discover(path, &mut diag::Diags::new())
+}
+
+/// Names [`load`] never reads in a model directory: hidden files and directories
+/// (`.git`, `.x.swp`) and editor backups (`x~`, `#x#`).
+pub fn is_skipped_name(name: &str) -> bool {
+    load::is_skipped_name(name)
+}
+
 /// Load and validate one model file given as text (tests, stdin). `file_name` is used
 /// in diagnostics and as the base of relative `secret_file` paths.
 pub fn load_str(file_name: &str, text: &str) -> Result<Loaded, ModelError> {

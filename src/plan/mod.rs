@@ -163,7 +163,7 @@ impl std::fmt::Display for Refusal {
 }
 
 /// Counts for the summary line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Summary {
     pub add: usize,
     pub change: usize,

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::apply::{ApplyError, ApplyOptions, DEFAULT_WORKERS};
+use crate::apply::{ApplyError, ApplyOptions};
 use crate::backend::userspace::EngineError;
 use crate::cli::args::ApplyArgs;
 use crate::cli::confirm::confirm;
@@ -24,15 +24,6 @@ use crate::cli::exit;
 use crate::cli::resolve::Resolved;
 use crate::plan::{render, DiffOptions, Plan, PlanRefused};
 use crate::reconcile::ReconcileError;
-
-/// Worker threads for the executor (`ISCTL_WORKERS`, default `DEFAULT_WORKERS`).
-fn workers() -> usize {
-    std::env::var("ISCTL_WORKERS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|n| *n > 0)
-        .unwrap_or(DEFAULT_WORKERS)
-}
 
 /// The JSON document `apply -o json` prints: the plan, and what became of it.
 fn emit(
@@ -104,7 +95,12 @@ pub fn run(r: &Resolved, args: &ApplyArgs) -> anyhow::Result<u8> {
     }
     confirm(args.auto_approve)?;
 
-    match host.apply(&mut planned, &ApplyOptions { workers: workers() }) {
+    match host.apply(
+        &mut planned,
+        &ApplyOptions {
+            workers: r.workers(),
+        },
+    ) {
         Ok(done) => {
             let plan = &planned.plan;
             let s = plan.summary();

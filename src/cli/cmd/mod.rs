@@ -12,3 +12,4 @@ pub mod serve;
 pub mod sessions;
 pub mod status;
 pub mod validate;
+pub mod watch;

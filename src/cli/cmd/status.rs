@@ -18,6 +18,7 @@ use crate::engine::api::Status;
 use crate::plan::{render, DiffOptions, Plan};
 use crate::reconcile::{Host, LioHost};
 use crate::state::ObjectId;
+use crate::watch;
 
 pub fn run(r: &Resolved, args: &StatusArgs) -> anyhow::Result<u8> {
     r.text_or_json("status")?;
@@ -72,6 +73,18 @@ fn model_text(out: &mut impl Write, args: &StatusArgs, plan: Option<&Plan>) -> s
     Ok(())
 }
 
+/// The last `isctl watch` attempt (`<state-dir>/watch.json`), if a watcher ran.
+fn watch_json(r: &Resolved) -> serde_json::Value {
+    json!(watch::state::load(&r.state_dir))
+}
+
+fn watch_text(out: &mut impl Write, r: &Resolved) -> std::io::Result<()> {
+    if let Some(w) = watch::state::load(&r.state_dir) {
+        writeln!(out, "Last watch apply: {}", w.describe())?;
+    }
+    Ok(())
+}
+
 fn engine_status(
     r: &Resolved,
     s: &Status,
@@ -80,7 +93,7 @@ fn engine_status(
 ) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     if r.json() {
-        let doc = json!({"backend": "userspace", "engine": s, "model": model_json(args, plan)});
+        let doc = json!({"backend": "userspace", "engine": s, "model": model_json(args, plan), "watch": watch_json(r)});
         serde_json::to_writer_pretty(&mut out, &doc)?;
         writeln!(out)?;
         return Ok(());
@@ -118,6 +131,7 @@ fn engine_status(
             )?;
         }
     }
+    watch_text(&mut out, r)?;
     model_text(&mut out, args, plan)?;
     Ok(())
 }
@@ -161,6 +175,7 @@ fn lio_status(
                 "objects": i.objects,
             })),
             "model": model_json(args, model_plan),
+            "watch": watch_json(r),
         });
         serde_json::to_writer_pretty(&mut out, &doc)?;
         writeln!(out)?;
@@ -222,6 +237,7 @@ fn lio_status(
             writeln!(out, "  {u}")?;
         }
     }
+    watch_text(&mut out, r)?;
     model_text(&mut out, args, model_plan)?;
     Ok(())
 }
