@@ -91,6 +91,10 @@ pub fn render_toml(m: &Model, secrets: &SecretsMode, header: &[String]) -> Zeroi
         let _ = writeln!(o, "\n[initiator_group.{}]", key(name));
         let list: Vec<String> = g.initiators.iter().map(|i| q(i.as_str())).collect();
         let _ = writeln!(o, "initiators = [{}]", list.join(", "));
+        if !g.networks.is_empty() {
+            let nets: Vec<String> = g.networks.iter().map(|n| q(&n.to_string())).collect();
+            let _ = writeln!(o, "networks = [{}]", nets.join(", "));
+        }
     }
     for (name, a) in &m.auths {
         let _ = writeln!(o, "\n[auth.{}]", key(name));
@@ -197,7 +201,14 @@ pub fn render_json(m: &Model, secrets: &SecretsMode) -> Value {
     for (n, g) in &m.initiator_groups {
         groups.insert(
             n.clone(),
-            json!({ "initiators": g.initiators.iter().map(|i| i.as_str()).collect::<Vec<_>>() }),
+            if g.networks.is_empty() {
+                json!({ "initiators": g.initiators.iter().map(|i| i.as_str()).collect::<Vec<_>>() })
+            } else {
+                json!({
+                    "initiators": g.initiators.iter().map(|i| i.as_str()).collect::<Vec<_>>(),
+                    "networks": g.networks.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+                })
+            },
         );
     }
     let mut auths = Map::new();

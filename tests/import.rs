@@ -1,0 +1,250 @@
+//! `isctl import`: other targets' configurations → models that `isctl validate`
+//! accepts, with the right targets, LUN numbers, sizes, serials and CHAP users, and
+//! every setting the model cannot express reported (exit 4).
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use common::Isctl;
+
+const FIX: &str = "tests/fixtures/import";
+
+/// Validates `path` (a file or a directory) with `env` set; returns stdout.
+#[track_caller]
+fn validate(path: &Path, env: &[(&str, &str)]) -> String {
+    let run = Isctl::new()
+        .envs(env.iter().copied())
+        .args(["validate".as_ref(), path.as_os_str()])
+        .run();
+    run.assert_exit(0);
+    run.stdout.clone()
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn model(path: &Path) -> isctl::model::Model {
+    isctl::model::load(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .model
+}
+
+#[test]
+fn tgt_example_imports_with_tgt_lun_numbers_and_serials() {
+    let run = Isctl::new()
+        .args(["import", "tgt", &format!("{FIX}/tgt-targets.conf.example")])
+        .run();
+    run.assert_exit(4);
+    // Listed on stderr and in the header, with file:line.
+    assert!(
+        run.stderr
+            .contains("error: the import is not lossless: 26 tgt setting(s)"),
+        "{run}"
+    );
+    assert!(run.stderr.contains("tgt-targets.conf.example:102: target \"iqn.2008-09.com.example:server.target5\" store \"/dev/sdd\": `removable 1`"), "{run}");
+    assert!(run.stdout.starts_with("# Imported by isctl"), "{run}");
+    assert!(
+        run.stdout
+            .contains("#   - tests/fixtures/import/tgt-targets.conf.example:179:"),
+        "{run}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(dir.path(), "m.toml", &run.stdout);
+    let env = [
+        ("ISCTL_SECRET_SOMEUSER", "secretpass12"),
+        ("ISCTL_SECRET_USER1_USERA", "secretpass12"),
+        ("ISCTL_SECRET_USER1_USERA_PEER", "newsecretpassA"),
+    ];
+    let out = validate(&f, &env);
+    assert!(out.contains("9 targets, 18 LUNs"), "{out}");
+    for (k, v) in env {
+        std::env::set_var(k, v);
+    }
+    let m = model(&f);
+    let luns = |t: &str| -> Vec<(u16, String, String)> {
+        let t = m.targets.values().find(|x| x.key.ends_with(t)).unwrap();
+        t.luns
+            .iter()
+            .map(|(l, e)| {
+                let x = &m.extents[e];
+                let p = match &x.backing {
+                    isctl::model::Backing::Block { device } => device.display().to_string(),
+                    b => panic!("{b:?}"),
+                };
+                (*l, p, x.serial.clone())
+            })
+            .collect()
+    };
+    let s = |l: u16, p: &str, ser: &str| (l, p.to_string(), ser.to_string());
+    // target3: three backing stores, LUN 1, 2, 3; tid 3.
+    assert_eq!(
+        luns(":server.target3"),
+        vec![
+            s(1, "/dev/LVM/somedevice1", "beaf31"),
+            s(2, "/dev/LVM/somedevice2", "beaf32"),
+            s(3, "/dev/LVM/somedevice3", "beaf33"),
+        ]
+    );
+    // target4 (two blocks merged): backing stores first, then direct stores, each in
+    // path order; /dev/sdc twice is skipped the second time.
+    assert_eq!(
+        luns(":server.target4")
+            .iter()
+            .map(|x| (x.0, x.1.clone()))
+            .collect::<Vec<_>>(),
+        vec![
+            (1, "/dev/sdc".to_string()),
+            (2, "/dev/sde".to_string()),
+            (3, "/dev/sdb".to_string()),
+            (4, "/dev/sdd".to_string())
+        ]
+    );
+    // target5: explicit LUNs 1, 2, 15; the free /dev/sdb1 takes 3; serials from scsi_sn.
+    let t5 = luns(":server.target5");
+    assert_eq!(
+        t5.iter().map(|x| x.0).collect::<Vec<_>>(),
+        vec![1, 2, 3, 15]
+    );
+    assert_eq!(t5[2], s(3, "/dev/sdb1", "SERIAL"));
+    assert_eq!(t5[3], s(15, "/dev/sdd1", "multipath-10"));
+    // target6: `lun 10`.
+    assert_eq!(luns(":server.target6")[0].0, 10);
+    // CHAP users.
+    let t5 = m
+        .targets
+        .values()
+        .find(|x| x.key.ends_with(":server.target5"))
+        .unwrap();
+    let a = &m.auths[t5.groups[0].auth.as_ref().unwrap()];
+    assert_eq!(a.user, "user1");
+    assert_eq!(a.peer.as_ref().unwrap().user, "userA");
+    let g = &m.initiator_groups[t5.groups[0].initiator_group.as_ref().unwrap()];
+    assert_eq!(g.networks.len(), 2);
+}
+
+#[test]
+fn tgt_lossless_config_to_a_directory_with_secret_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("model");
+    let secrets = dir.path().join("secrets");
+    let run = Isctl::new()
+        .args([
+            "import",
+            "tgt",
+            &format!("{FIX}/tgt-lossless.conf"),
+            "--out-dir",
+        ])
+        .arg(&out)
+        .arg("--secrets-dir")
+        .arg(&secrets)
+        .run();
+    run.assert_exit(0);
+    let mut files: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(files, ["00-common.toml", "db.toml", "web.toml"]);
+    let all: String = files
+        .iter()
+        .map(|f| std::fs::read_to_string(out.join(f)).unwrap())
+        .collect();
+    for secret in ["dbsecret12345", "dbtargetsecret1", "discoversecret1"] {
+        assert!(!all.contains(secret), "a secret in the TOML:\n{all}");
+    }
+    let f = secrets.join("dbuser-dbtarget.secret");
+    assert_eq!(std::fs::read_to_string(&f).unwrap(), "dbsecret12345");
+    assert_eq!(
+        std::fs::metadata(&f).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let v = validate(&out, &[]);
+    assert!(v.contains("2 targets, 4 LUNs"), "{v}");
+    let m = model(&out);
+    let db = m.targets.values().find(|t| t.key.ends_with(":db")).unwrap();
+    let db_luns: Vec<_> = db.luns.iter().map(|(l, e)| (*l, &m.extents[e])).collect();
+    // The free store takes the smallest LUN not reserved: 1; the other keeps 3.
+    assert_eq!(db_luns[0].0, 1);
+    assert_eq!(db_luns[0].1.serial, "beaf11");
+    assert_eq!(db_luns[0].1.blocksize, 4096);
+    assert!(!db_luns[0].1.write_back);
+    assert_eq!(
+        (db_luns[1].0, db_luns[1].1.serial.as_str()),
+        (3, "DBDATA01")
+    );
+    assert!(db_luns[1].1.write_back);
+    let a = &m.auths[db.groups[0].auth.as_ref().unwrap()];
+    assert_eq!(
+        (a.user.as_str(), a.peer.as_ref().unwrap().user.as_str()),
+        ("dbuser", "dbtarget")
+    );
+    assert_eq!(
+        db.groups[0].auth_method,
+        isctl::model::AuthMethod::MutualChap
+    );
+    assert_eq!(
+        m.portals["default"].discovery_auth_group.as_deref(),
+        Some("discover")
+    );
+    // The included file: web, tid 2, stores in path order, read-only.
+    let web = m
+        .targets
+        .values()
+        .find(|t| t.key.ends_with(":web"))
+        .unwrap();
+    let web_luns: Vec<_> = web
+        .luns
+        .iter()
+        .map(|(l, e)| (*l, m.extents[e].serial.clone(), m.extents[e].readonly))
+        .collect();
+    assert_eq!(
+        web_luns,
+        vec![(1, "beaf21".into(), true), (2, "beaf22".into(), true)]
+    );
+    assert_eq!(m.extents[&web.luns[&1]].name, "dev-vg0-web-a");
+}
+
+#[test]
+fn tgt_json_output_and_bad_input() {
+    let run = Isctl::new()
+        .args([
+            "-o",
+            "json",
+            "import",
+            "tgt",
+            &format!("{FIX}/tgt-lossless.conf"),
+        ])
+        .run();
+    run.assert_exit(0);
+    let j = run.json();
+    assert_eq!(j["lossless"], true);
+    assert_eq!(
+        j["model"]["auth"]["dbuser-dbtarget"]["secret_env"],
+        "ISCTL_SECRET_DBUSER_DBTARGET"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let bad = write(
+        dir.path(),
+        "t.conf",
+        "<target iqn.2024-01.a:b>\n  backing-store /dev/x\n",
+    );
+    let run = Isctl::new()
+        .args(["import".as_ref(), "tgt".as_ref(), bad.as_os_str()])
+        .run();
+    run.assert_exit(1);
+    assert!(
+        run.stderr
+            .contains("t.conf:1: error: <target iqn.2024-01.a:b> is never closed"),
+        "{run}"
+    );
+    assert!(run.stderr.contains("fix: add </target>"), "{run}");
+    let run = Isctl::new()
+        .args(["import", "tgt", "/nonexistent/targets.conf"])
+        .run();
+    run.assert_exit(1);
+}
