@@ -248,3 +248,112 @@ fn tgt_json_output_and_bad_input() {
         .run();
     run.assert_exit(1);
 }
+
+#[test]
+fn ctld_manpage_example_imports_and_reports() {
+    let run = Isctl::new()
+        .args(["import", "ctld", &format!("{FIX}/ctld-manpage.conf")])
+        .run();
+    run.assert_exit(4);
+    assert!(
+        run.stderr
+            .contains("error: the import is not lossless: 9 ctld setting(s)"),
+        "{run}"
+    );
+    assert!(run.stderr.contains("ctld-manpage.conf:45: target \"iqn.2012-06.com.example:target2\" lun 1: `option foo bar`"), "{run}");
+    assert!(run.stderr.contains("2 CHAP credentials"), "{run}");
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(dir.path(), "m.toml", &run.stdout);
+    let env = [
+        ("ISCTL_SECRET_AG_MUTUAL", "usersecret0001"),
+        ("ISCTL_SECRET_AG_MUTUAL_PEER", "mutualsecret01"),
+        ("ISCTL_SECRET_TARGET3", "chapsecret12"),
+    ];
+    let out = validate(&f, &env);
+    assert!(out.contains("3 targets, 4 LUNs"), "{out}");
+    for (k, v) in env {
+        std::env::set_var(k, v);
+    }
+    let m = model(&f);
+    let t = |s: &str| m.targets.values().find(|t| t.key.ends_with(s)).unwrap();
+    let t0 = t(":target0");
+    assert_eq!(t0.alias.as_deref(), Some("Example target"));
+    assert_eq!(m.extents[&t0.luns[&0]].blocksize, 4096);
+    assert_eq!(t0.groups[0].portal, "default");
+    let t2 = t(":target2");
+    assert_eq!(t2.luns.keys().copied().collect::<Vec<_>>(), vec![0, 1]);
+    assert_eq!(t2.groups[0].portal, "pg-example");
+    assert_eq!(
+        t2.groups[0].auth_method,
+        isctl::model::AuthMethod::MutualChap
+    );
+    let a = &m.auths[t2.groups[0].auth.as_ref().unwrap()];
+    assert_eq!(
+        (a.user.as_str(), a.peer.as_ref().unwrap().user.as_str()),
+        ("user", "mutualuser")
+    );
+    assert_eq!(
+        m.auths[t(":target3").groups[0].auth.as_ref().unwrap()].user,
+        "chapuser"
+    );
+    let pg = &m.portals["pg-example"];
+    assert_eq!(pg.tag, 2);
+    assert_eq!(
+        pg.listen.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        vec!["[::]:3261"]
+    );
+}
+
+#[test]
+fn ctld_lossless_config_validates_with_sizes_serials_and_shared_luns() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("model");
+    let secrets = dir.path().join("secrets");
+    let run = Isctl::new()
+        .args([
+            "import",
+            "ctld",
+            &format!("{FIX}/ctld-lossless.conf"),
+            "--out-dir",
+        ])
+        .arg(&out)
+        .arg("--secrets-dir")
+        .arg(&secrets)
+        .run();
+    run.assert_exit(0);
+    assert!(run.stderr.contains("note: tests/fixtures/import/ctld-lossless.conf:12: portal-group \"pg0\": listen 0.0.0.0:3260 and [::]:3260"), "{run}");
+    let v = validate(&out, &[]);
+    assert!(
+        v.contains("2 portals, 1 initiator group, 2 auths, 3 extents, 2 targets, 4 LUNs"),
+        "{v}"
+    );
+    // The shared LUN lives in the common file, the others beside their target.
+    let common = std::fs::read_to_string(out.join("00-common.toml")).unwrap();
+    assert!(common.contains("[extent.dev-zvol-tank-iso]"), "{common}");
+    assert!(std::fs::read_to_string(out.join("backup.toml"))
+        .unwrap()
+        .contains("[extent.backup-lun0]"));
+    let m = model(&out);
+    let t = |s: &str| m.targets.values().find(|t| t.key.ends_with(s)).unwrap();
+    let b = t(":backup");
+    let ram = &m.extents[&b.luns[&0]];
+    assert_eq!(
+        ram.backing,
+        isctl::model::Backing::Ramdisk { size: 512 << 20 }
+    );
+    assert_eq!(ram.serial, "RAM0000");
+    assert_eq!(b.luns[&3], "dev-zvol-tank-iso");
+    assert_eq!(m.portals["backup"].tag, 7);
+    assert_eq!(m.portals["pg0"].tag, 2);
+    let v = t(":vmware");
+    assert_eq!(v.luns[&1], "dev-zvol-tank-iso");
+    let iso = &m.extents["dev-zvol-tank-iso"];
+    assert!(iso.shared && iso.readonly);
+    assert_eq!(m.extents[&v.luns[&0]].rpm, isctl::model::Rpm::Ssd);
+    let ig = &m.initiator_groups[v.groups[0].initiator_group.as_ref().unwrap()];
+    assert_eq!(ig.initiators.len(), 2);
+    assert_eq!(
+        std::fs::read_to_string(secrets.join("vmware.peer_secret")).unwrap(),
+        "ctldsecret1234"
+    );
+}

@@ -164,6 +164,8 @@ pub struct ExportArgs {
 pub enum ImportSource {
     /// tgt-admin's targets.conf (Linux tgt).
     Tgt,
+    /// FreeBSD ctld's ctl.conf (classic syntax).
+    Ctld,
 }
 
 #[derive(Debug, Args)]

@@ -14,7 +14,7 @@
 //! Like `isctl export`, an import is lossless or loud: a source setting the model
 //! cannot carry is a [`Finding`] in `problems` (the CLI then exits 4); `notes` are
 //! things worth knowing that lose nothing (a name lowered to lower case).
-
+pub mod ctld;
 pub mod tgt;
 
 use std::collections::BTreeMap;

@@ -63,6 +63,7 @@ fn write_secret_files(m: &Model, dir: &Path) -> anyhow::Result<()> {
 fn source_name(s: ImportSource) -> &'static str {
     match s {
         ImportSource::Tgt => "tgt",
+        ImportSource::Ctld => "ctld",
     }
 }
 
@@ -84,6 +85,7 @@ pub fn run(r: &Resolved, args: &ImportArgs) -> anyhow::Result<u8> {
     }
     let imported: Imported = match args.source {
         ImportSource::Tgt => import::tgt::import(&args.path)?,
+        ImportSource::Ctld => import::ctld::import(&args.path)?,
     };
     let secrets = match &args.secrets_dir {
         Some(dir) => {
