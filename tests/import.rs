@@ -357,3 +357,82 @@ fn ctld_lossless_config_validates_with_sizes_serials_and_shared_luns() {
         "ctldsecret1234"
     );
 }
+
+#[test]
+fn truenas_queries_as_a_directory_or_one_file_give_one_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = dir.path().join("secrets");
+    let per_query = Isctl::new()
+        .args([
+            "import",
+            "truenas",
+            &format!("{FIX}/truenas"),
+            "--secrets-dir",
+        ])
+        .arg(&secrets)
+        .run();
+    per_query.assert_exit(0);
+    let combined = Isctl::new()
+        .args([
+            "import",
+            "truenas",
+            &format!("{FIX}/truenas-all.json"),
+            "--secrets-dir",
+        ])
+        .arg(&secrets)
+        .run();
+    combined.assert_exit(0);
+    let body = |s: &str| s.lines().skip(1).collect::<Vec<_>>().join("\n");
+    assert_eq!(body(&per_query.stdout), body(&combined.stdout));
+    assert!(!per_query.stdout.contains("esxsecret1234"), "{per_query}");
+    let f = write(dir.path(), "m.toml", &per_query.stdout);
+    let v = validate(&f, &[]);
+    assert!(
+        v.contains("2 portals, 2 initiator groups, 2 auths, 3 extents, 2 targets, 4 LUNs"),
+        "{v}"
+    );
+    let m = model(&f);
+    let vm =
+        &m.targets[&isctl::model::IscsiName::parse("iqn.2005-10.org.freenas.ctl:vmware").unwrap()];
+    assert_eq!(vm.alias.as_deref(), Some("VMware datastore"));
+    assert_eq!(vm.luns.keys().copied().collect::<Vec<_>>(), vec![0, 5]);
+    let g = &vm.groups[0];
+    assert_eq!(
+        (g.portal.as_str(), g.auth.as_deref()),
+        ("portal-1", Some("esx"))
+    );
+    assert_eq!(g.auth_method, isctl::model::AuthMethod::MutualChap);
+    let ds = &m.extents[&vm.luns[&0]];
+    assert_eq!(ds.serial, "ac1f6b0a1b2c000");
+    assert_eq!(
+        ds.naa.as_deref(),
+        Some("0x6589cfc000000e1f2c3a4b5c6d7e8f90")
+    );
+    assert_eq!(ds.rpm, isctl::model::Rpm::Ssd);
+    let bk = m
+        .targets
+        .values()
+        .find(|t| t.key.ends_with(":backup"))
+        .unwrap();
+    let img = &m.extents[&bk.luns[&0]];
+    assert_eq!(
+        img.backing,
+        isctl::model::Backing::File {
+            path: "/mnt/tank/iscsi/backup.img".into(),
+            size: Some(10 << 30)
+        }
+    );
+    assert_eq!(
+        (img.blocksize, img.rpm),
+        (4096, isctl::model::Rpm::Rpm(7200))
+    );
+    let iso = &m.extents[&bk.luns[&1]];
+    assert!(iso.shared && iso.readonly);
+    let ig = &m.initiator_groups[bk.groups[0].initiator_group.as_ref().unwrap()];
+    assert_eq!(ig.networks.len(), 1);
+    assert!(ig.initiators.is_empty());
+    assert_eq!(
+        m.portals["portal-2"].discovery_auth_group.as_deref(),
+        Some("discover")
+    );
+}

@@ -166,6 +166,8 @@ pub enum ImportSource {
     Tgt,
     /// FreeBSD ctld's ctl.conf (classic syntax).
     Ctld,
+    /// TrueNAS middleware query outputs (a directory of JSON files or one JSON file).
+    Truenas,
 }
 
 #[derive(Debug, Args)]

@@ -16,6 +16,7 @@
 //! things worth knowing that lose nothing (a name lowered to lower case).
 pub mod ctld;
 pub mod tgt;
+pub mod truenas;
 
 use std::collections::BTreeMap;
 use std::fmt;

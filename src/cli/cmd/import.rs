@@ -64,6 +64,7 @@ fn source_name(s: ImportSource) -> &'static str {
     match s {
         ImportSource::Tgt => "tgt",
         ImportSource::Ctld => "ctld",
+        ImportSource::Truenas => "truenas",
     }
 }
 
@@ -86,6 +87,7 @@ pub fn run(r: &Resolved, args: &ImportArgs) -> anyhow::Result<u8> {
     let imported: Imported = match args.source {
         ImportSource::Tgt => import::tgt::import(&args.path)?,
         ImportSource::Ctld => import::ctld::import(&args.path)?,
+        ImportSource::Truenas => import::truenas::import(&args.path)?,
     };
     let secrets = match &args.secrets_dir {
         Some(dir) => {
