@@ -436,3 +436,96 @@ fn truenas_queries_as_a_directory_or_one_file_give_one_model() {
         Some("discover")
     );
 }
+
+#[test]
+fn freenas_v1_responses_convert_as_freenas_meant() {
+    let run = Isctl::new()
+        .args(["import", "freenas", &format!("{FIX}/freenas")])
+        .run();
+    run.assert_exit(0);
+    assert!(run.stderr.contains("freenas/targettoextent.json: targettoextent id 2: no lunid: the lowest free id of the target, 0, is used"), "{run}");
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(dir.path(), "m.toml", &run.stdout);
+    let env = [
+        ("ISCTL_SECRET_ESX", "esxsecret1234"),
+        ("ISCTL_SECRET_ESX_PEER", "nassecret1234"),
+        ("ISCTL_SECRET_DISCOVER", "discoversecret"),
+    ];
+    let v = validate(&f, &env);
+    assert!(
+        v.contains("2 portals, 2 initiator groups, 2 auths, 3 extents, 2 targets, 3 LUNs"),
+        "{v}"
+    );
+    for (k, v) in env {
+        std::env::set_var(k, v);
+    }
+    let m = model(&f);
+    let bk = m
+        .targets
+        .values()
+        .find(|t| t.key.ends_with(":backup"))
+        .unwrap();
+    // "10MB" is 10 MiB, as ctld's expand_number read FreeNAS's size.
+    assert_eq!(
+        m.extents[&bk.luns[&0]].backing,
+        isctl::model::Backing::File {
+            path: "/mnt/tank/iscsi/backup.img".into(),
+            size: Some(10 << 20)
+        }
+    );
+    assert_eq!(
+        m.extents[&bk.luns[&4]].backing,
+        isctl::model::Backing::Block {
+            device: "/dev/ada2".into()
+        }
+    );
+    // "ALL" initiators with a space-separated network list.
+    let ig = &m.initiator_groups[bk.groups[0].initiator_group.as_ref().unwrap()];
+    assert!(ig.initiators.is_empty());
+    assert_eq!(ig.networks.len(), 2);
+    let vm = m
+        .targets
+        .values()
+        .find(|t| t.key.ends_with(":vmware"))
+        .unwrap();
+    assert_eq!(
+        vm.groups[0].auth_method,
+        isctl::model::AuthMethod::MutualChap
+    );
+    assert_eq!(
+        m.extents[&vm.luns[&0]].backing,
+        isctl::model::Backing::Block {
+            device: "/dev/zvol/tank/vmware-ds1".into()
+        }
+    );
+    assert_eq!(
+        m.initiator_groups[vm.groups[0].initiator_group.as_ref().unwrap()]
+            .initiators
+            .len(),
+        2
+    );
+    assert_eq!(
+        m.portals["portal-1"].discovery_auth_group.as_deref(),
+        Some("discover")
+    );
+
+    // What the model lacks is reported against the FreeNAS file.
+    let bad = write(
+        dir.path(),
+        "all.json",
+        r#"{"target": [{"id": 1, "iscsi_target_name": "t", "iscsi_target_mode": "fc"}],
+            "extent": [{"id": 1, "iscsi_target_extent_name": "x", "iscsi_target_extent_type": "File",
+                        "iscsi_target_extent_path": "/mnt/x.img", "iscsi_target_extent_filesize": "10 parsecs",
+                        "iscsi_target_extent_serial": "s1", "iscsi_target_extent_xen": true}]}"#,
+    );
+    let run = Isctl::new()
+        .args(["import".as_ref(), "freenas".as_ref(), bad.as_os_str()])
+        .run();
+    run.assert_exit(4);
+    assert!(
+        run.stderr.contains("all.json: extent id 1 (\"x\"): xen"),
+        "{run}"
+    );
+    assert!(run.stderr.contains("filesize \"10 parsecs\""), "{run}");
+    assert!(run.stderr.contains("Fibre Channel"), "{run}");
+}

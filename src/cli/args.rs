@@ -95,7 +95,7 @@ pub enum Command {
     Apply(ApplyArgs),
     /// Print the live configuration as a model (to adopt an existing host).
     Export(ExportArgs),
-    /// Write a model from another target's configuration (tgt, ctld).
+    /// Write a model from another target's configuration (tgt, ctld, TrueNAS, FreeNAS).
     Import(ImportArgs),
     /// What is applied, what is managed, what drifted.
     Status(StatusArgs),
@@ -168,6 +168,8 @@ pub enum ImportSource {
     Ctld,
     /// TrueNAS middleware query outputs (a directory of JSON files or one JSON file).
     Truenas,
+    /// FreeNAS v1 REST API responses (a directory of JSON files or one JSON file).
+    Freenas,
 }
 
 #[derive(Debug, Args)]

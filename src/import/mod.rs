@@ -2,8 +2,9 @@
 //! precise list of everything that model cannot express.
 //!
 //! Owns: one pure parser per source format (`tgt`: tgt-admin's `targets.conf`;
-//! `ctld`: FreeBSD ctld's `ctl.conf`), the deterministic naming of the objects they
-//! create, and the [`Finding`]s they report.
+//! `ctld`: FreeBSD ctld's `ctl.conf`; `truenas`: TrueNAS middleware query outputs;
+//! `freenas`: FreeNAS v1 REST responses, translated to the TrueNAS shape), the
+//! deterministic naming of the objects they create, and the [`Finding`]s they report.
 //! Does not: write files, render TOML (the CLI renders the returned [`Model`] with
 //! [`crate::model::render::render_toml`]) or touch any backend. The only I/O is
 //! reading the input file and the files it includes.
@@ -15,6 +16,7 @@
 //! cannot carry is a [`Finding`] in `problems` (the CLI then exits 4); `notes` are
 //! things worth knowing that lose nothing (a name lowered to lower case).
 pub mod ctld;
+pub mod freenas;
 pub mod tgt;
 pub mod truenas;
 

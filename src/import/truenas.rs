@@ -703,6 +703,7 @@ fn initiator_group(
     nets: &[String],
 ) -> Option<String> {
     let mut initiators = Vec::new();
+    let mut ini_nets: Vec<String> = Vec::new();
     let mut comment = String::new();
     let mut base = String::new();
     match ini {
@@ -735,16 +736,21 @@ fn initiator_group(
                     ),
                 }
             }
-            if v.get("auth_network")
-                .and_then(Value::as_array)
-                .is_some_and(|a| !a.is_empty())
-            {
-                r.problem(ifile, &format!("initiator id {id}"), "auth_network (older releases): imported only through the targets' auth_networks; check it by hand");
-            }
+            // Older releases (and FreeNAS): networks on the initiator group, ANDed
+            // with the names as ctld and the model do.
+            ini_nets.extend(
+                v.get("auth_network")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .filter(|n| *n != "ALL")
+                    .map(String::from),
+            );
         }
     }
     let mut networks = Vec::new();
-    for n in nets {
+    for n in ini_nets.iter().chain(nets) {
         match parse_network(n) {
             Ok((net, _)) if !networks.contains(&net) => networks.push(net),
             Ok(_) => {}
@@ -758,7 +764,7 @@ fn initiator_group(
     if initiators.is_empty() && networks.is_empty() {
         return None;
     }
-    if !networks.is_empty() {
+    if !nets.is_empty() {
         let short = object_name(object.rsplit(':').next().unwrap_or(object));
         base = if base.is_empty() {
             format!("{short}-networks")

@@ -1,5 +1,6 @@
 //! `isctl import SOURCE PATH [--out-dir DIR] [--secrets-dir DIR]`: another target's
-//! configuration (tgt's targets.conf, ...) as an isctl model, to migrate a host.
+//! configuration (tgt's targets.conf, ctld's ctl.conf, TrueNAS query outputs, FreeNAS
+//! v1 API responses) as an isctl model, to migrate a host.
 //!
 //! The importers (`crate::import`) parse; this verb renders the model with the
 //! export renderer (`render_toml`), on stdout or as a directory (one file per target
@@ -65,6 +66,7 @@ fn source_name(s: ImportSource) -> &'static str {
         ImportSource::Tgt => "tgt",
         ImportSource::Ctld => "ctld",
         ImportSource::Truenas => "truenas",
+        ImportSource::Freenas => "freenas",
     }
 }
 
@@ -88,6 +90,7 @@ pub fn run(r: &Resolved, args: &ImportArgs) -> anyhow::Result<u8> {
         ImportSource::Tgt => import::tgt::import(&args.path)?,
         ImportSource::Ctld => import::ctld::import(&args.path)?,
         ImportSource::Truenas => import::truenas::import(&args.path)?,
+        ImportSource::Freenas => import::freenas::import(&args.path)?,
     };
     let secrets = match &args.secrets_dir {
         Some(dir) => {
