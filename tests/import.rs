@@ -529,3 +529,197 @@ fn freenas_v1_responses_convert_as_freenas_meant() {
     assert!(run.stderr.contains("filesize \"10 parsecs\""), "{run}");
     assert!(run.stderr.contains("Fibre Channel"), "{run}");
 }
+
+/// A child process killed (SIGKILL, by its own pid) when the test ends, even on panic:
+/// tgtd ignores SIGTERM while it has targets.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[track_caller]
+fn wait_listening(port: u16, what: &str) {
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("{what} does not listen on 127.0.0.1:{port}");
+}
+
+fn tool(cmd: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// What an initiator sees of the data LUNs behind 127.0.0.1:`port`: the discovery
+/// listing (tgt's LUN 0 controller left out), and per LUN the capacity, block length
+/// and unit serial number (tgt pads the serial with leading spaces: trimmed).
+fn seen(port: u16, luns: &[(String, u16)]) -> Vec<String> {
+    let mut out: Vec<String> = tool("iscsi-ls", &["-s", &format!("iscsi://127.0.0.1:{port}/")])
+        .lines()
+        .filter(|l| !l.starts_with("Lun:0 "))
+        .map(|l| l.replace(&format!(":{port},"), ":PORT,"))
+        .collect();
+    for (t, l) in luns {
+        let url = format!("iscsi://127.0.0.1:{port}/{t}/{l}");
+        let cap = tool("iscsi-readcapacity16", &[&url]);
+        for line in cap
+            .lines()
+            .filter(|x| x.starts_with("Total size") || x.starts_with("LOGICAL BLOCK LENGTH"))
+        {
+            out.push(format!("{t}/{l} {line}"));
+        }
+        let inq = tool("iscsi-inq", &["-e", "1", "-c", "128", &url]);
+        let serial = inq
+            .split_once('[')
+            .and_then(|(_, s)| s.split_once(']'))
+            .map(|(s, _)| s.trim().to_string())
+            .unwrap_or_else(|| panic!("no serial in {inq}"));
+        out.push(format!("{t}/{l} serial {serial}"));
+    }
+    out
+}
+
+#[test]
+#[ignore = "needs tgt: run via tests/run.sh"]
+fn tgt_and_the_engine_serving_the_import_look_the_same_to_initiators() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    for (f, mib) in [("a.img", 8u64), ("b.img", 16), ("c.img", 4), ("d.img", 2)] {
+        std::fs::File::create(dir.path().join(f))
+            .unwrap()
+            .set_len(mib << 20)
+            .unwrap();
+    }
+    // Stores in reverse path order, an explicit serial, a reserved LUN, a target-level lun.
+    let conf = write(
+        dir.path(),
+        "targets.conf",
+        &format!(
+            "<target iqn.2024-01.com.example:alpha>
+    <backing-store {d}/b.img>
+    </backing-store>
+    <backing-store {d}/a.img>
+        scsi_sn ALPHA0001
+    </backing-store>
+    <backing-store {d}/d.img>
+        lun 1
+    </backing-store>
+</target>
+<target iqn.2024-01.com.example:beta>
+    backing-store {d}/c.img
+    lun 5
+</target>
+"
+        ),
+    );
+    // tgt: tgtd on a private portal and control port, configured by tgt-admin itself.
+    let port = free_port();
+    let control = (10000 + std::process::id() % 20000).to_string();
+    let tgtd = Killed(
+        std::process::Command::new("tgtd")
+            .args([
+                "-f",
+                "-C",
+                &control,
+                "--iscsi",
+                &format!("portal=127.0.0.1:{port}"),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("tgtd (apt-get install tgt)"),
+    );
+    wait_listening(port, "tgtd");
+    tool(
+        "tgt-admin",
+        &["-C", &control, "-e", "-c", &conf.display().to_string()],
+    );
+
+    // The import, and the LUNs it says tgt has.
+    let run = Isctl::new()
+        .args(["import".as_ref(), "tgt".as_ref(), conf.as_os_str()])
+        .run();
+    run.assert_exit(0);
+    let model_path = dir.path().join("m.toml");
+    let port2 = free_port();
+    std::fs::write(
+        &model_path,
+        run.stdout.replace(
+            "listen = [\"[::]:3260\"]",
+            &format!("listen = [\"127.0.0.1:{port2}\"]"),
+        ),
+    )
+    .unwrap();
+    let m = model(&model_path);
+    let luns: Vec<(String, u16)> = m
+        .targets
+        .values()
+        .flat_map(|t| {
+            t.luns
+                .keys()
+                .map(move |l| (t.name.as_str().to_string(), *l))
+        })
+        .collect();
+    assert_eq!(luns.len(), 4);
+    let from_tgt = seen(port, &luns);
+    drop(tgtd);
+
+    let engine = Killed(
+        std::process::Command::new(env!("CARGO_BIN_EXE_isctl"))
+            .arg("--socket")
+            .arg(dir.path().join("engine.sock"))
+            .arg("serve")
+            .arg(&model_path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_listening(port2, "isctl serve");
+    let from_engine = seen(port2, &luns);
+    drop(engine);
+    assert_eq!(from_tgt, from_engine);
+    // And the LUN numbers are tgt's: a.img and b.img take 2 and 3 (1 is reserved).
+    assert!(
+        from_tgt
+            .iter()
+            .any(|l| l == "iqn.2024-01.com.example:alpha/2 serial ALPHA0001"),
+        "{from_tgt:#?}"
+    );
+    assert!(
+        from_tgt
+            .iter()
+            .any(|l| l == "iqn.2024-01.com.example:alpha/3 serial beaf13"),
+        "{from_tgt:#?}"
+    );
+    assert!(
+        from_tgt
+            .iter()
+            .any(|l| l == "iqn.2024-01.com.example:beta/5 serial beaf25"),
+        "{from_tgt:#?}"
+    );
+}
