@@ -39,7 +39,10 @@ pub struct Finding {
 
 impl fmt::Display for Finding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}: {}", self.at, self.object, self.problem)
+        if !self.at.is_empty() {
+            write!(f, "{}: ", self.at)?;
+        }
+        write!(f, "{}: {}", self.object, self.problem)
     }
 }
 
@@ -291,6 +294,37 @@ mod tests {
         m.insert("a".to_string(), ());
         assert_eq!(unique(&m, "a"), "a-2");
         assert_eq!(unique(&m, "b"), "b");
+    }
+
+    #[test]
+    fn split_puts_shared_extents_in_the_common_file() {
+        let text = r#"
+[portal.default]
+listen = ["[::]:3260"]
+[extent.a]
+type = "ramdisk"
+size = "1MiB"
+[extent.s]
+type = "ramdisk"
+size = "1MiB"
+shared = true
+[target."iqn.2024-01.com.example:x"]
+luns = { 0 = "a", 1 = "s" }
+[[target."iqn.2024-01.com.example:x".group]]
+portal = "default"
+[target."iqn.2024-01.com.example:y"]
+luns = { 0 = "s" }
+[[target."iqn.2024-01.com.example:y".group]]
+portal = "default"
+"#;
+        let m = crate::model::load_str("m.toml", text).unwrap().model;
+        let parts = split(&m);
+        let names: Vec<&str> = parts.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["00-common", "x", "y"]);
+        assert_eq!(parts[0].1.extents.keys().collect::<Vec<_>>(), ["s"]);
+        assert_eq!(parts[1].1.extents.keys().collect::<Vec<_>>(), ["a"]);
+        assert!(parts[2].1.extents.is_empty());
+        assert_eq!(parts[0].1.portals.len(), 1);
     }
 
     #[test]

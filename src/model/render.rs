@@ -123,7 +123,7 @@ pub fn render_toml(m: &Model, secrets: &SecretsMode, header: &[String]) -> Zeroi
             SecretsMode::Env => {
                 let _ = writeln!(
                     o,
-                    "{prefix}secret_env = {}  # set this variable to the secret: isctl export never prints secrets (see --secrets-dir, --show-secrets)",
+                    "{prefix}secret_env = {}  # set this variable to the secret: isctl never prints secrets unless asked (see --secrets-dir)",
                     q(&secret_env_name(name, peer))
                 );
             }
