@@ -257,11 +257,13 @@ fn ctld_manpage_example_imports_and_reports() {
     run.assert_exit(4);
     assert!(
         run.stderr
-            .contains("error: the import is not lossless: 9 ctld setting(s)"),
+            .contains("error: the import is not lossless: 10 ctld setting(s)"),
         "{run}"
     );
     assert!(run.stderr.contains("ctld-manpage.conf:45: target \"iqn.2012-06.com.example:target2\" lun 1: `option foo bar`"), "{run}");
     assert!(run.stderr.contains("2 CHAP credentials"), "{run}");
+    // target0 and target3 use the predefined portal group, whose discovery ctld denies.
+    assert!(run.stderr.contains("ctld-manpage.conf:20: portal-group \"default\": ctld's predefined auth-group `default` denies every discovery session"), "{run}");
     let dir = tempfile::tempdir().unwrap();
     let f = write(dir.path(), "m.toml", &run.stdout);
     let env = [

@@ -386,8 +386,13 @@ impl<'a> Conv<'a> {
                 .filter(|b| b.words[0] == "portal-group")
                 .filter_map(|b| arg(b, 1).map(str::to_string))
                 .collect();
-            if pgs.is_empty() {
+            if pgs.is_empty() || pgs.iter().any(|p| p == "default") {
                 used.push("default".into());
+                // The predefined portal group is written nowhere: findings about it
+                // point at the first target using it.
+                if let Some(d) = tags.get_mut("default").filter(|d| d.1 == 0) {
+                    d.1 = t.line;
+                }
             }
             used.extend(pgs);
         }
@@ -591,6 +596,11 @@ impl<'a> Conv<'a> {
         object: &str,
         deny_what: &str,
     ) -> Option<Access> {
+        // ctl.conf may define `default` (and `no-authentication`) once itself: that
+        // definition replaces ctld's predefined group.
+        if let Some(ag) = self.auth_groups.get(name).cloned() {
+            return self.access_for(name, name, &ag, &format!("auth-group {name:?}"));
+        }
         match name {
             "no-authentication" => Some(Access::default()),
             "default" => {
@@ -674,11 +684,9 @@ impl<'a> Conv<'a> {
         let mut p = portal(name, tag, listen, origin(self.file, line));
         let deny_what = "discovery session";
         let access = match &discovery {
-            None if def.is_some() => {
-                self.problem(line, &object, "no discovery-auth-group: ctld's predefined auth-group `default` denies discovery; the model always answers SendTargets (set discovery_auth_group for CHAP)");
-                None
-            }
-            None => None,
+            // Without discovery-auth-group a portal group (the predefined `default`
+            // one too) gets auth-group `default`.
+            None => self.named_access("default", line, &object, deny_what),
             Some((g, l)) => self.named_access(g, *l, &object, deny_what),
         };
         if let Some(a) = access {
@@ -847,15 +855,17 @@ impl<'a> Conv<'a> {
         let target_access = match (&target_ag, has_inline) {
             (Some((g, l)), _) => self.named_access(g, *l, &object, "login"),
             (None, true) => self.access_for(&format!("\0target {raw}"), &short, &inline, &object),
-            (None, false) => None,
+            // A target without auth settings gets auth-group `default` (ctld's
+            // predefined one denies every login), unless each of its portal groups
+            // names an auth group of its own.
+            (None, false) if !pgs.is_empty() && pgs.iter().all(|p| p.1.is_some()) => None,
+            (None, false) => self.named_access(
+                "default",
+                t.line,
+                &object,
+                "login to this target (no auth-group, chap or initiator settings)",
+            ),
         };
-        // A target without auth settings: ctld's `default` auth group denies it.
-        if target_ag.is_none()
-            && !has_inline
-            && (pgs.is_empty() || pgs.iter().any(|p| p.1.is_none()))
-        {
-            self.problem(t.line, &object, "no auth-group, chap or initiator settings: ctld's predefined auth-group `default` denies every login to this target; the model cannot deny: imported open to any initiator (add an initiator group or auth)");
-        }
         if pgs.is_empty() {
             pgs.push(("default".into(), None, t.line));
         }
@@ -1211,6 +1221,27 @@ target iqn.2012-06.com.example:t {
         assert!(p.iter().any(|p| p.contains("no serial")), "{p:?}");
         // default portal group, tag 1, dual-stack 3260.
         assert_eq!(i.model.portals["default"].tag, 1);
+    }
+
+    #[test]
+    fn a_defined_default_auth_group_replaces_the_predefined_one() {
+        let i = imp("
+auth-group default {
+    chap admin adminsecret12
+}
+portal-group pg { listen 192.0.2.1 }
+target iqn.2012-06.com.example:t {
+    portal-group pg
+    lun 0 {
+        path /dev/da1
+        serial S1
+    }
+}
+");
+        assert!(i.problems.is_empty(), "{:#?}", i.problems);
+        let t = i.model.targets.values().next().unwrap();
+        assert_eq!(t.groups[0].auth.as_deref(), Some("default"));
+        assert_eq!(i.model.portals["pg"].discovery_auth, AuthMethod::Chap);
     }
 
     #[test]
