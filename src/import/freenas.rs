@@ -21,7 +21,8 @@
 //! * `iscsi_target_extent_filesize`: `"0"` (the file's size) or a number with an
 //!   optional unit, which FreeNAS wrote into ctl.conf as `size` for ctld's
 //!   expand_number(3): `K`, `M`, `G`, `T`, `P`, `E` with or without a trailing `B`
-//!   are powers of 1024 (`"10MB"` = 10485760 bytes).
+//!   are powers of 1024 (`"10MB"` = 10485760 bytes), which is also how iXsystems'
+//!   FreeNAS 9 → 10 migration converted it (`SIZE_LOOKUP`: KB/MB/GB/TB × 1024ⁿ).
 //! * `iscsi_lunid` `null`: the lowest LUN id the target does not use yet, in order of
 //!   mapping id.
 
