@@ -445,7 +445,7 @@ fn freenas_v1_responses_convert_as_freenas_meant() {
         .args(["import", "freenas", &format!("{FIX}/freenas")])
         .run();
     run.assert_exit(0);
-    assert!(run.stderr.contains("freenas/targettoextent.json: targettoextent id 2: no lunid: the lowest free id of the target, 0, is used"), "{run}");
+    assert!(run.stderr.contains("freenas/targettoextent.json:3: targettoextent id 2: no lunid: the lowest free id of the target, 0, is used"), "{run}");
     let dir = tempfile::tempdir().unwrap();
     let f = write(dir.path(), "m.toml", &run.stdout);
     let env = [
@@ -525,7 +525,7 @@ fn freenas_v1_responses_convert_as_freenas_meant() {
         .run();
     run.assert_exit(4);
     assert!(
-        run.stderr.contains("all.json: extent id 1 (\"x\"): xen"),
+        run.stderr.contains("all.json:2: extent id 1 (\"x\"): xen"),
         "{run}"
     );
     assert!(run.stderr.contains("filesize \"10 parsecs\""), "{run}");

@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Map, Value};
 
-use super::truenas::{convert, Docs};
+use super::truenas::{convert_with_lines, Docs, Lines};
 use super::{syntax, ImportError, Imported, Report};
 
 /// The resources read.
@@ -46,15 +46,36 @@ pub const RESOURCES: [&str; 8] = [
     "targettoextent",
 ];
 
+/// The TrueNAS query each resource becomes (`targetgroup` is folded into targets).
+const QUERY_OF: [(&str, &str); 7] = [
+    ("iscsi.global.config", "globalconfiguration"),
+    ("iscsi.portal.query", "portal"),
+    ("iscsi.initiator.query", "authorizedinitiator"),
+    ("iscsi.auth.query", "authcredential"),
+    ("iscsi.target.query", "target"),
+    ("iscsi.extent.query", "extent"),
+    ("iscsi.targetextent.query", "targettoextent"),
+];
+
 /// Import FreeNAS v1 responses from `path` (a directory or one combined file).
 pub fn import(path: &Path) -> Result<Imported, ImportError> {
     let mut raw: BTreeMap<String, (Value, PathBuf)> = BTreeMap::new();
+    // Lines by resource, then by TrueNAS query (ids are kept by the translation).
+    let mut by_res: Lines = Lines::new();
     if path.is_dir() {
         for res in RESOURCES {
             for name in [format!("{res}.json"), res.to_string()] {
                 let f = path.join(&name);
                 if f.is_file() {
-                    raw.insert(res.to_string(), (parse_json(&f)?, f));
+                    let (v, text) = parse_json(&f)?;
+                    by_res.insert(
+                        res.to_string(),
+                        super::json_id_lines(&text)
+                            .into_iter()
+                            .map(|((_, id), l)| (id, l))
+                            .collect(),
+                    );
+                    raw.insert(res.to_string(), (v, f));
                     break;
                 }
             }
@@ -67,7 +88,11 @@ pub fn import(path: &Path) -> Result<Imported, ImportError> {
             });
         }
     } else {
-        let Value::Object(map) = parse_json(path)? else {
+        let (v, text) = parse_json(path)?;
+        for ((section, id), l) in super::json_id_lines(&text) {
+            by_res.entry(section).or_default().insert(id, l);
+        }
+        let Value::Object(map) = v else {
             return Err(syntax(
                 path.display().to_string(),
                 "the document is not a JSON object keyed by resource name",
@@ -89,23 +114,26 @@ pub fn import(path: &Path) -> Result<Imported, ImportError> {
         }
     }
     let mut r = Report::default();
-    let docs = translate(&raw, &mut r)?;
-    let mut imported = convert(&docs)?;
+    let docs = translate(&raw, &by_res, &mut r)?;
+    let lines: Lines = QUERY_OF
+        .iter()
+        .filter_map(|(q, res)| Some((q.to_string(), by_res.get(*res)?.clone())))
+        .collect();
+    let mut imported = convert_with_lines(&docs, &lines)?;
     let (mut problems, mut notes) = r.sorted();
     problems.append(&mut imported.problems);
     notes.append(&mut imported.notes);
     // Findings name the TrueNAS query a resource was translated into; name the file.
     for f in problems.iter_mut().chain(notes.iter_mut()) {
-        for (q, res) in [
-            ("iscsi.global.config", "globalconfiguration"),
-            ("iscsi.portal.query", "portal"),
-            ("iscsi.initiator.query", "authorizedinitiator"),
-            ("iscsi.auth.query", "authcredential"),
-            ("iscsi.target.query", "target"),
-            ("iscsi.extent.query", "extent"),
-            ("iscsi.targetextent.query", "targettoextent"),
-        ] {
-            if f.at.ends_with(&format!("{q}.json")) || f.at.is_empty() && f.object == q {
+        for (q, res) in QUERY_OF {
+            let fake = format!("{q}.json");
+            if let Some(rest) = f.at.strip_prefix(&fake) {
+                let real = raw
+                    .get(res)
+                    .map(|(_, p)| p.display().to_string())
+                    .unwrap_or_default();
+                f.at = format!("{real}{rest}");
+            } else if f.at.is_empty() && f.object == q {
                 f.at = raw
                     .get(res)
                     .map(|(_, p)| p.display().to_string())
@@ -121,15 +149,16 @@ pub fn import(path: &Path) -> Result<Imported, ImportError> {
     Ok(imported)
 }
 
-fn parse_json(f: &Path) -> Result<Value, ImportError> {
+fn parse_json(f: &Path) -> Result<(Value, String), ImportError> {
     let text = super::read(f, "JSON file")?;
-    serde_json::from_str(&text).map_err(|e| {
+    let v = serde_json::from_str(&text).map_err(|e| {
         syntax(
             format!("{}:{}", f.display(), e.line()),
             format!("not JSON: {e}"),
             "save the API response body unchanged",
         )
-    })
+    })?;
+    Ok((v, text))
 }
 
 fn st<'v>(v: &'v Value, k: &str) -> &'v str {
@@ -210,12 +239,20 @@ fn arr<'a>(raw: &'a BTreeMap<String, (Value, PathBuf)>, k: &str, r: &mut Report)
 
 fn translate(
     raw: &BTreeMap<String, (Value, PathBuf)>,
+    lines: &Lines,
     r: &mut Report,
 ) -> Result<Docs, ImportError> {
     let file = |k: &str| {
         raw.get(k)
             .map(|(_, p)| p.display().to_string())
             .unwrap_or_default()
+    };
+    // `file:line` of the object with `id` in resource `k`, or the file.
+    let locate = |k: &str, id: &Value| -> String {
+        match id.as_i64().and_then(|id| lines.get(k)?.get(&id)) {
+            Some(l) => format!("{}:{l}", file(k)),
+            None => file(k),
+        }
     };
     let mut docs = Docs::new();
     let fake = |q: &str| PathBuf::from(format!("{q}.json"));
@@ -267,7 +304,7 @@ fn translate(
             ("Auto", _) => "CHAP",
             (_, Some(m)) => m,
             (o, None) => {
-                r.problem(&file("portal"), &format!("portal id {id}"), format!("discovery auth method {o:?} is not None, Auto, CHAP or CHAP Mutual; imported as None"));
+                r.problem(&locate("portal", &id), &format!("portal id {id}"), format!("discovery auth method {o:?} is not None, Auto, CHAP or CHAP Mutual; imported as None"));
                 "NONE"
             }
         };
@@ -353,13 +390,13 @@ fn translate(
                 ("Auto", _, None) => "NONE",
                 (_, Some(m), _) => m,
                 (o, None, _) => {
-                    r.problem(&file("targetgroup"), &object, format!("auth type {o:?} is not None, Auto, CHAP or CHAP Mutual; imported as None"));
+                    r.problem(&locate("targetgroup", g.get("id").unwrap_or(&Value::Null)), &object, format!("auth type {o:?} is not None, Auto, CHAP or CHAP Mutual; imported as None"));
                     "NONE"
                 }
             };
             match st(g, "iscsi_target_initialdigest") {
                 "" | "Auto" => {}
-                d => r.problem(&file("targetgroup"), &object, format!("initial digest {d:?}: the model negotiates digests, it does not force them")),
+                d => r.problem(&locate("targetgroup", g.get("id").unwrap_or(&Value::Null)), &object, format!("initial digest {d:?}: the model negotiates digests, it does not force them")),
             }
             tg.push(json!({
                 "portal": g.get("iscsi_target_portalgroup").cloned().unwrap_or(Value::Null),
@@ -411,7 +448,7 @@ fn translate(
             Some(Value::String(s)) => match filesize(s) {
                 Some(n) => n,
                 None => {
-                    r.problem(&file("extent"), &object, format!("filesize {s:?} is not a number with an optional K/M/G/T/P/E unit; imported without a size"));
+                    r.problem(&locate("extent", &id), &object, format!("filesize {s:?} is not a number with an optional K/M/G/T/P/E unit; imported without a size"));
                     0
                 }
             },
@@ -445,7 +482,7 @@ fn translate(
             o["avail_threshold"] = t.clone();
         }
         if e.get("iscsi_target_extent_legacy").and_then(Value::as_bool) == Some(true) {
-            r.problem(&file("extent"), &object, "legacy (istgt-compatible identification): the model has no legacy mode; serial and naa are kept");
+            r.problem(&locate("extent", &id), &object, "legacy (istgt-compatible identification): the model has no legacy mode; serial and naa are kept");
         }
         out.push(o);
     }
@@ -479,7 +516,7 @@ fn translate(
                 let l = (0..).find(|l| !set.contains(l)).expect("a free LUN");
                 set.insert(l);
                 r.note(
-                    &file("targettoextent"),
+                    &locate("targettoextent", m.get("id").unwrap_or(&Value::Null)),
                     &format!(
                         "targettoextent id {}",
                         m.get("id").cloned().unwrap_or(Value::Null)

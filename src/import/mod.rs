@@ -232,6 +232,62 @@ pub fn split(m: &Model) -> Vec<(String, Model)> {
     out
 }
 
+/// Where objects with an `"id"` start in a JSON document of query outputs: (section,
+/// id) → line, `section` being the top-level key holding the list (`""` when the
+/// document is the list itself). Only ids of the list's own objects count.
+pub(crate) fn json_id_lines(text: &str) -> BTreeMap<(String, i64), u32> {
+    let mut out = BTreeMap::new();
+    let b = text.as_bytes();
+    let (mut i, mut line, mut depth) = (0usize, 1u32, 0usize);
+    let mut top_object = None::<bool>;
+    let mut section = String::new();
+    while i < b.len() {
+        match b[i] {
+            b'\n' => line += 1,
+            b'{' | b'[' => {
+                if top_object.is_none() {
+                    top_object = Some(b[i] == b'{');
+                }
+                depth += 1;
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            b'"' => {
+                let start = i + 1;
+                i += 1;
+                while i < b.len() && b[i] != b'"' {
+                    if b[i] == b'\\' {
+                        i += 1;
+                    }
+                    i += 1;
+                }
+                let key = &text[start..i.min(text.len())];
+                let mut j = i + 1;
+                while j < b.len() && (b[j] == b' ' || b[j] == b'\t') {
+                    j += 1;
+                }
+                if j < b.len() && b[j] == b':' {
+                    let object_depth = if top_object == Some(true) { 3 } else { 2 };
+                    if depth == 1 && top_object == Some(true) {
+                        section = key.to_string();
+                    } else if key == "id" && depth == object_depth {
+                        let rest = text[j + 1..].trim_start();
+                        let n: String = rest
+                            .chars()
+                            .take_while(|c| c.is_ascii_digit() || *c == '-')
+                            .collect();
+                        if let Ok(id) = n.parse::<i64>() {
+                            out.entry((section.clone(), id)).or_insert(line);
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    out
+}
+
 /// A portal group listening on `listen`, tag `tag`, no discovery authentication.
 pub(crate) fn portal(name: &str, tag: u16, listen: Vec<SocketAddr>, at: Origin) -> PortalGroup {
     PortalGroup {
@@ -325,6 +381,19 @@ portal = "default"
         assert_eq!(parts[1].1.extents.keys().collect::<Vec<_>>(), ["a"]);
         assert!(parts[2].1.extents.is_empty());
         assert_eq!(parts[0].1.portals.len(), 1);
+    }
+
+    #[test]
+    fn json_ids_are_located() {
+        let list = "[\n {\"id\": 1,\n  \"x\": {\"id\": 9}},\n {\n  \"id\": 2}\n]";
+        let l = json_id_lines(list);
+        assert_eq!(l.get(&(String::new(), 1)), Some(&2));
+        assert_eq!(l.get(&(String::new(), 2)), Some(&5));
+        assert_eq!(l.get(&(String::new(), 9)), None);
+        let obj = "{\"a.q\": [\n {\"id\": 3}],\n \"b.q\": [\n\n {\"id\": 3}]}";
+        let l = json_id_lines(obj);
+        assert_eq!(l.get(&("a.q".to_string(), 3)), Some(&2));
+        assert_eq!(l.get(&("b.q".to_string(), 3)), Some(&5));
     }
 
     #[test]

@@ -45,15 +45,26 @@ pub const QUERIES: [&str; 7] = [
 /// The documents read: query name → (value, file it came from).
 pub type Docs = BTreeMap<String, (Value, PathBuf)>;
 
+/// Where each object starts: query name → id → line in its file.
+pub type Lines = BTreeMap<String, BTreeMap<i64, u32>>;
+
 /// Read a directory of per-query files or one combined file.
-pub fn read_docs(path: &Path) -> Result<Docs, ImportError> {
+pub fn read_docs(path: &Path) -> Result<(Docs, Lines), ImportError> {
     let mut docs = Docs::new();
+    let mut lines = Lines::new();
     if path.is_dir() {
         for q in QUERIES {
             for name in [format!("{q}.json"), q.to_string()] {
                 let f = path.join(&name);
                 if f.is_file() {
-                    let v = parse_json(&f)?;
+                    let (v, text) = parse_json(&f)?;
+                    lines.insert(
+                        q.to_string(),
+                        super::json_id_lines(&text)
+                            .into_iter()
+                            .map(|((_, id), l)| (id, l))
+                            .collect(),
+                    );
                     docs.insert(q.to_string(), (v, f));
                     break;
                 }
@@ -69,9 +80,12 @@ pub fn read_docs(path: &Path) -> Result<Docs, ImportError> {
                 ),
             });
         }
-        return Ok(docs);
+        return Ok((docs, lines));
     }
-    let v = parse_json(path)?;
+    let (v, text) = parse_json(path)?;
+    for ((section, id), l) in super::json_id_lines(&text) {
+        lines.entry(section).or_default().insert(id, l);
+    }
     let Value::Object(map) = v else {
         return Err(syntax(
             path.display().to_string(),
@@ -92,24 +106,25 @@ pub fn read_docs(path: &Path) -> Result<Docs, ImportError> {
         }
         docs.insert(k, (v, path.to_path_buf()));
     }
-    Ok(docs)
+    Ok((docs, lines))
 }
 
-fn parse_json(f: &Path) -> Result<Value, ImportError> {
+fn parse_json(f: &Path) -> Result<(Value, String), ImportError> {
     let text = super::read(f, "JSON file")?;
-    serde_json::from_str(&text).map_err(|e| {
+    let v = serde_json::from_str(&text).map_err(|e| {
         syntax(
             format!("{}:{}", f.display(), e.line()),
             format!("not JSON: {e}"),
             "save the output of `midclt call <query>` unchanged",
         )
-    })
+    })?;
+    Ok((v, text))
 }
 
 /// Import TrueNAS query outputs from `path` (a directory or one combined file).
 pub fn import(path: &Path) -> Result<Imported, ImportError> {
-    let docs = read_docs(path)?;
-    convert(&docs)
+    let (docs, lines) = read_docs(path)?;
+    convert_with_lines(&docs, &lines)
 }
 
 fn s<'v>(v: &'v Value, k: &str) -> &'v str {
@@ -139,6 +154,18 @@ fn list<'d>(docs: &'d Docs, q: &str, r: &mut Report) -> (Vec<&'d Value>, String)
 
 /// Convert the documents.
 pub fn convert(docs: &Docs) -> Result<Imported, ImportError> {
+    convert_with_lines(docs, &Lines::new())
+}
+
+/// Convert the documents; findings about an object give the line it starts on when
+/// `lines` knows it.
+pub fn convert_with_lines(docs: &Docs, lines: &Lines) -> Result<Imported, ImportError> {
+    let at = |file: &str, q: &str, id: i64| -> String {
+        match lines.get(q).and_then(|m| m.get(&id)) {
+            Some(l) => format!("{file}:{l}"),
+            None => file.to_string(),
+        }
+    };
     let mut r = Report::default();
     let mut m = Model::default();
     for q in QUERIES {
@@ -192,6 +219,7 @@ pub fn convert(docs: &Docs) -> Result<Imported, ImportError> {
     for (tag, mut creds) in by_tag {
         creds.sort_by_key(|a| int(a, "id"));
         for (i, a) in creds.iter().enumerate() {
+            let afile = at(&afile, "iscsi.auth.query", int(a, "id").unwrap_or(0));
             let user = s(a, "user").to_string();
             let object = format!(
                 "auth id {} (tag {tag}, user {user:?})",
@@ -260,6 +288,7 @@ pub fn convert(docs: &Docs) -> Result<Imported, ImportError> {
     for p in &portals {
         let tag = int(p, "tag").unwrap_or(0);
         let object = format!("portal id {} (tag {tag})", int(p, "id").unwrap_or(0));
+        let pfile = at(&pfile, "iscsi.portal.query", int(p, "id").unwrap_or(0));
         let Ok(tag16) = u16::try_from(tag) else {
             r.problem(&pfile, &object, "the tag is not 1 to 65535; not imported");
             continue;
@@ -350,6 +379,7 @@ pub fn convert(docs: &Docs) -> Result<Imported, ImportError> {
         let id = int(e, "id").unwrap_or(0);
         let ename = s(e, "name");
         let object = format!("extent id {id} ({ename:?})");
+        let efile = at(&efile, "iscsi.extent.query", id);
         let blocksize = match int(e, "blocksize").unwrap_or(512) {
             b @ (512 | 1024 | 2048 | 4096) => b as u32,
             b => {
@@ -502,6 +532,11 @@ pub fn convert(docs: &Docs) -> Result<Imported, ImportError> {
     let mut users: BTreeMap<String, usize> = BTreeMap::new();
     for x in &maps {
         let object = format!("targetextent id {}", int(x, "id").unwrap_or(0));
+        let mfile = at(
+            &mfile,
+            "iscsi.targetextent.query",
+            int(x, "id").unwrap_or(0),
+        );
         let (Some(t), Some(e)) = (int(x, "target"), int(x, "extent")) else {
             r.problem(&mfile, &object, "no target or extent id; not imported");
             continue;
@@ -550,6 +585,7 @@ pub fn convert(docs: &Docs) -> Result<Imported, ImportError> {
         let id = int(t, "id").unwrap_or(0);
         let tname = s(t, "name");
         let object = format!("target id {id} ({tname:?})");
+        let tfile = at(&tfile, "iscsi.target.query", id);
         let full = if IscsiName::has_type_prefix(tname) {
             tname.to_string()
         } else {
@@ -603,7 +639,7 @@ pub fn convert(docs: &Docs) -> Result<Imported, ImportError> {
                     let v = initiator_group(
                         &mut m,
                         &mut r,
-                        &ifile,
+                        &at(&ifile, "iscsi.initiator.query", ini.unwrap_or(-1)),
                         &object,
                         ini.map(|i| (i, init_by_id.get(&i).copied())),
                         &nets,
