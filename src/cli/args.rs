@@ -177,7 +177,8 @@ pub struct ImportArgs {
     /// The format of the configuration to import.
     #[arg(value_enum)]
     pub source: ImportSource,
-    /// The configuration file to import.
+    /// What to import: the configuration file (tgt, ctld), or a directory of JSON files or
+    /// one JSON file (truenas, freenas).
     pub path: PathBuf,
     /// Write a model directory instead of printing one file: `00-common.toml` (portal
     /// groups, initiator groups, auths, extents shared by several targets) and one file
