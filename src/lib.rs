@@ -22,6 +22,7 @@ pub mod apply;
 pub mod backend;
 pub mod cli;
 pub mod engine;
+pub mod import;
 pub mod initiator;
 pub mod model;
 pub mod plan;

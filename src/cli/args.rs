@@ -95,6 +95,8 @@ pub enum Command {
     Apply(ApplyArgs),
     /// Print the live configuration as a model (to adopt an existing host).
     Export(ExportArgs),
+    /// Write a model from another target's configuration (tgt, ctld, TrueNAS, FreeNAS).
+    Import(ImportArgs),
     /// What is applied, what is managed, what drifted.
     Status(StatusArgs),
     /// List logged-in iSCSI sessions.
@@ -159,6 +161,39 @@ pub struct ExportArgs {
     /// Print CHAP secrets in clear text in the exported model.
     #[arg(long, conflicts_with = "secrets_dir")]
     pub show_secrets: bool,
+}
+
+/// The configuration formats `isctl import` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ImportSource {
+    /// tgt-admin's targets.conf (Linux tgt).
+    Tgt,
+    /// FreeBSD ctld's ctl.conf (classic syntax).
+    Ctld,
+    /// TrueNAS middleware query outputs (a directory of JSON files or one JSON file).
+    Truenas,
+    /// FreeNAS v1 REST API responses (a directory of JSON files or one JSON file).
+    Freenas,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The format of the configuration to import.
+    #[arg(value_enum)]
+    pub source: ImportSource,
+    /// What to import: the configuration file (tgt, ctld), or a directory of JSON files or
+    /// one JSON file (truenas, freenas).
+    pub path: PathBuf,
+    /// Write a model directory instead of printing one file: `00-common.toml` (portal
+    /// groups, initiator groups, auths, extents shared by several targets) and one file
+    /// per target with its extents.
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: Option<PathBuf>,
+    /// Write CHAP secrets into files in this directory (mode 0600) and reference them
+    /// with `secret_file`; without it, secrets are referenced through `secret_env`
+    /// variables and never printed.
+    #[arg(long, value_name = "DIR")]
+    pub secrets_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

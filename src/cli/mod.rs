@@ -68,6 +68,7 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
         Command::Plan(a) => cmd::plan::run(&r, a),
         Command::Apply(a) => cmd::apply::run(&r, a),
         Command::Export(a) => cmd::export::run(&r, a),
+        Command::Import(a) => cmd::import::run(&r, a),
         Command::Status(a) => cmd::status::run(&r, a),
         Command::Sessions(a) => cmd::sessions::run(&r, a),
         Command::Serve(a) => cmd::serve::run(&r, a),

@@ -77,6 +77,20 @@ pub fn render_toml(m: &Model, secrets: &SecretsMode, header: &[String]) -> Zeroi
     for h in header {
         let _ = writeln!(o, "# {h}");
     }
+    let g = &m.global;
+    if g.basename.is_some() || !g.isns_servers.is_empty() || g.alua {
+        let _ = writeln!(o, "\n[global]");
+        if let Some(b) = &g.basename {
+            let _ = writeln!(o, "basename = {}", q(b));
+        }
+        if !g.isns_servers.is_empty() {
+            let list: Vec<String> = g.isns_servers.iter().map(|s| q(s)).collect();
+            let _ = writeln!(o, "isns_servers = [{}]", list.join(", "));
+        }
+        if g.alua {
+            let _ = writeln!(o, "alua = true");
+        }
+    }
     for (name, p) in &m.portals {
         let _ = writeln!(o, "\n[portal.{}]", key(name));
         let _ = writeln!(o, "tag = {}", p.tag);
@@ -86,11 +100,21 @@ pub fn render_toml(m: &Model, secrets: &SecretsMode, header: &[String]) -> Zeroi
         if let Some(g) = &p.discovery_auth_group {
             let _ = writeln!(o, "discovery_auth_group = {}", q(g));
         }
+        if !p.comment.is_empty() {
+            let _ = writeln!(o, "comment = {}", q(&p.comment));
+        }
     }
     for (name, g) in &m.initiator_groups {
         let _ = writeln!(o, "\n[initiator_group.{}]", key(name));
         let list: Vec<String> = g.initiators.iter().map(|i| q(i.as_str())).collect();
         let _ = writeln!(o, "initiators = [{}]", list.join(", "));
+        if !g.networks.is_empty() {
+            let nets: Vec<String> = g.networks.iter().map(|n| q(&n.to_string())).collect();
+            let _ = writeln!(o, "networks = [{}]", nets.join(", "));
+        }
+        if !g.comment.is_empty() {
+            let _ = writeln!(o, "comment = {}", q(&g.comment));
+        }
     }
     for (name, a) in &m.auths {
         let _ = writeln!(o, "\n[auth.{}]", key(name));
@@ -99,7 +123,7 @@ pub fn render_toml(m: &Model, secrets: &SecretsMode, header: &[String]) -> Zeroi
             SecretsMode::Env => {
                 let _ = writeln!(
                     o,
-                    "{prefix}secret_env = {}  # set this variable to the secret: isctl export never prints secrets (see --secrets-dir, --show-secrets)",
+                    "{prefix}secret_env = {}  # set this variable to the secret: isctl never prints secrets unless asked (see --secrets-dir)",
                     q(&secret_env_name(name, peer))
                 );
             }
@@ -142,11 +166,23 @@ pub fn render_toml(m: &Model, secrets: &SecretsMode, header: &[String]) -> Zeroi
         if e.readonly {
             let _ = writeln!(o, "readonly = true");
         }
-        if e.rpm == Rpm::Ssd {
-            let _ = writeln!(o, "rpm = \"ssd\"");
+        match e.rpm {
+            Rpm::Ssd => {
+                let _ = writeln!(o, "rpm = \"ssd\"");
+            }
+            Rpm::Rpm(n) => {
+                let _ = writeln!(o, "rpm = {n}");
+            }
+            Rpm::Unknown => {}
         }
         if e.shared {
             let _ = writeln!(o, "shared = true");
+        }
+        if !e.enabled {
+            let _ = writeln!(o, "enabled = false");
+        }
+        if !e.comment.is_empty() {
+            let _ = writeln!(o, "comment = {}", q(&e.comment));
         }
         if e.write_back {
             let _ = writeln!(o, "write_back = true");
@@ -197,7 +233,14 @@ pub fn render_json(m: &Model, secrets: &SecretsMode) -> Value {
     for (n, g) in &m.initiator_groups {
         groups.insert(
             n.clone(),
-            json!({ "initiators": g.initiators.iter().map(|i| i.as_str()).collect::<Vec<_>>() }),
+            if g.networks.is_empty() {
+                json!({ "initiators": g.initiators.iter().map(|i| i.as_str()).collect::<Vec<_>>() })
+            } else {
+                json!({
+                    "initiators": g.initiators.iter().map(|i| i.as_str()).collect::<Vec<_>>(),
+                    "networks": g.networks.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+                })
+            },
         );
     }
     let mut auths = Map::new();

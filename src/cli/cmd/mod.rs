@@ -6,6 +6,7 @@
 pub mod apply;
 pub mod export;
 pub mod generate_docs;
+pub mod import;
 pub mod plan;
 pub mod probe;
 pub mod serve;
