@@ -34,7 +34,11 @@ pub fn free_port() -> u16 {
     loop {
         let port = NEXT.fetch_add(1, Ordering::SeqCst);
         assert!(port < 32_000, "no free test port left");
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        // Both: a port we can bind, and one nobody accepts on (a listener bound with
+        // SO_REUSEADDR elsewhere, e.g. a wildcard one, does not always stop the bind).
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && TcpStream::connect(("127.0.0.1", port)).is_err()
+        {
             return port;
         }
     }
