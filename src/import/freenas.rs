@@ -31,8 +31,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Map, Value};
 
-use super::truenas::{convert_with_lines, Docs, Lines};
-use super::{syntax, ImportError, Imported, Report};
+use super::truenas::{convert_with_lines, read_named, DocNames, Docs, Lines};
+use super::{ImportError, Imported, Report};
 
 /// The resources read.
 pub const RESOURCES: [&str; 8] = [
@@ -59,60 +59,15 @@ const QUERY_OF: [(&str, &str); 7] = [
 
 /// Import FreeNAS v1 responses from `path` (a directory or one combined file).
 pub fn import(path: &Path) -> Result<Imported, ImportError> {
-    let mut raw: BTreeMap<String, (Value, PathBuf)> = BTreeMap::new();
-    // Lines by resource, then by TrueNAS query (ids are kept by the translation).
-    let mut by_res: Lines = Lines::new();
-    if path.is_dir() {
-        for res in RESOURCES {
-            for name in [format!("{res}.json"), res.to_string()] {
-                let f = path.join(&name);
-                if f.is_file() {
-                    let (v, text) = parse_json(&f)?;
-                    by_res.insert(
-                        res.to_string(),
-                        super::json_id_lines(&text)
-                            .into_iter()
-                            .map(|((_, id), l)| (id, l))
-                            .collect(),
-                    );
-                    raw.insert(res.to_string(), (v, f));
-                    break;
-                }
-            }
-        }
-        if raw.is_empty() {
-            return Err(ImportError::Io {
-                path: path.to_path_buf(),
-                source: std::io::Error::from(std::io::ErrorKind::NotFound),
-                fix: "put one file per resource in the directory, named portal.json, target.json, ...".into(),
-            });
-        }
-    } else {
-        let (v, text) = parse_json(path)?;
-        for ((section, id), l) in super::json_id_lines(&text) {
-            by_res.entry(section).or_default().insert(id, l);
-        }
-        let Value::Object(map) = v else {
-            return Err(syntax(
-                path.display().to_string(),
-                "the document is not a JSON object keyed by resource name",
-                format!(
-                    "write {{\"portal\": [...], \"target\": [...], ...}} ({})",
-                    RESOURCES.join(", ")
-                ),
-            ));
-        };
-        for (k, v) in map {
-            if !RESOURCES.contains(&k.as_str()) {
-                return Err(syntax(
-                    path.display().to_string(),
-                    format!("unknown key {k:?}"),
-                    format!("use the resource names: {}", RESOURCES.join(", ")),
-                ));
-            }
-            raw.insert(k, (v, path.to_path_buf()));
-        }
-    }
+    // Documents and lines by resource (ids are kept by the translation).
+    let (raw, by_res) = read_named(
+        path,
+        &DocNames {
+            kind: "resource",
+            names: &RESOURCES,
+            save_hint: "save the API response body unchanged",
+        },
+    )?;
     let mut r = Report::default();
     let docs = translate(&raw, &by_res, &mut r)?;
     let lines: Lines = QUERY_OF
@@ -147,18 +102,6 @@ pub fn import(path: &Path) -> Result<Imported, ImportError> {
     imported.problems = problems;
     imported.notes = notes;
     Ok(imported)
-}
-
-fn parse_json(f: &Path) -> Result<(Value, String), ImportError> {
-    let text = super::read(f, "JSON file")?;
-    let v = serde_json::from_str(&text).map_err(|e| {
-        syntax(
-            format!("{}:{}", f.display(), e.line()),
-            format!("not JSON: {e}"),
-            "save the API response body unchanged",
-        )
-    })?;
-    Ok((v, text))
 }
 
 fn st<'v>(v: &'v Value, k: &str) -> &'v str {

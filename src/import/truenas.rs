@@ -48,24 +48,48 @@ pub type Docs = BTreeMap<String, (Value, PathBuf)>;
 /// Where each object starts: query name → id → line in its file.
 pub type Lines = BTreeMap<String, BTreeMap<i64, u32>>;
 
+/// How a family of JSON documents is named and saved: TrueNAS's middleware queries,
+/// or FreeNAS's v1 REST resources.
+pub(super) struct DocNames<'a> {
+    /// `query` or `resource`, for messages.
+    pub kind: &'a str,
+    /// The names accepted (a file `<name>.json` or `<name>`, or a key of one document).
+    pub names: &'a [&'a str],
+    /// How to save a document unchanged (the fix for one that is not JSON).
+    pub save_hint: &'a str,
+}
+
+const TRUENAS_DOCS: DocNames<'static> = DocNames {
+    kind: "query",
+    names: &QUERIES,
+    save_hint: "save the output of `midclt call <query>` unchanged",
+};
+
 /// Read a directory of per-query files or one combined file.
 pub fn read_docs(path: &Path) -> Result<(Docs, Lines), ImportError> {
+    read_named(path, &TRUENAS_DOCS)
+}
+
+/// Read a directory with one file per name, or one JSON object keyed by name; and
+/// where each object (by its `id`) starts in its file.
+pub(super) fn read_named(path: &Path, family: &DocNames) -> Result<(Docs, Lines), ImportError> {
+    let (kind, names) = (family.kind, family.names);
     let mut docs = Docs::new();
     let mut lines = Lines::new();
     if path.is_dir() {
-        for q in QUERIES {
-            for name in [format!("{q}.json"), q.to_string()] {
+        for n in names {
+            for name in [format!("{n}.json"), n.to_string()] {
                 let f = path.join(&name);
                 if f.is_file() {
-                    let (v, text) = parse_json(&f)?;
+                    let (v, text) = parse_json(&f, family.save_hint)?;
                     lines.insert(
-                        q.to_string(),
+                        n.to_string(),
                         super::json_id_lines(&text)
                             .into_iter()
                             .map(|((_, id), l)| (id, l))
                             .collect(),
                     );
-                    docs.insert(q.to_string(), (v, f));
+                    docs.insert(n.to_string(), (v, f));
                     break;
                 }
             }
@@ -75,33 +99,35 @@ pub fn read_docs(path: &Path) -> Result<(Docs, Lines), ImportError> {
                 path: path.to_path_buf(),
                 source: std::io::Error::from(std::io::ErrorKind::NotFound),
                 fix: format!(
-                    "put one file per query in the directory, named {}.json, ...",
-                    QUERIES[0]
+                    "put one file per {kind} in the directory, named {}.json, {}.json, ...",
+                    names[0], names[1]
                 ),
             });
         }
         return Ok((docs, lines));
     }
-    let (v, text) = parse_json(path)?;
+    let (v, text) = parse_json(path, family.save_hint)?;
     for ((section, id), l) in super::json_id_lines(&text) {
         lines.entry(section).or_default().insert(id, l);
     }
     let Value::Object(map) = v else {
         return Err(syntax(
             path.display().to_string(),
-            "the document is not a JSON object keyed by query name",
+            format!("the document is not a JSON object keyed by {kind} name"),
             format!(
-                "write {{\"{}\": {{...}}, \"{}\": [...], ...}}",
-                QUERIES[0], QUERIES[1]
+                "write {{\"{}\": ..., \"{}\": ..., ...}} ({})",
+                names[0],
+                names[1],
+                names.join(", ")
             ),
         ));
     };
     for (k, v) in map {
-        if !QUERIES.contains(&k.as_str()) {
+        if !names.contains(&k.as_str()) {
             return Err(syntax(
                 path.display().to_string(),
                 format!("unknown key {k:?}"),
-                format!("use the query names: {}", QUERIES.join(", ")),
+                format!("use the {kind} names: {}", names.join(", ")),
             ));
         }
         docs.insert(k, (v, path.to_path_buf()));
@@ -109,13 +135,13 @@ pub fn read_docs(path: &Path) -> Result<(Docs, Lines), ImportError> {
     Ok((docs, lines))
 }
 
-fn parse_json(f: &Path) -> Result<(Value, String), ImportError> {
+fn parse_json(f: &Path, save_hint: &str) -> Result<(Value, String), ImportError> {
     let text = super::read(f, "JSON file")?;
     let v = serde_json::from_str(&text).map_err(|e| {
         syntax(
             format!("{}:{}", f.display(), e.line()),
             format!("not JSON: {e}"),
-            "save the output of `midclt call <query>` unchanged",
+            save_hint,
         )
     })?;
     Ok((v, text))
