@@ -30,9 +30,10 @@ impl Differ<'_> {
         }
     }
 
-    /// Map `mapped` to TPG LUN `tpg_lun` again, as it was: a kept mapping whose LUN
-    /// is relinked (its old write protection is written back when known).
-    pub(super) fn map_again(
+    /// Map `mapped` to TPG LUN `tpg_lun`, then write `write_protect` when given (a
+    /// new mapping that differs from the kernel's default, or a kept mapping whose
+    /// LUN is relinked and whose old write protection is known).
+    pub(super) fn map_to_tpg_lun(
         &mut self,
         mapped: &MappedLunAddr,
         tpg_lun: u64,
@@ -197,7 +198,7 @@ impl Differ<'_> {
         for (m, ml) in &oa.mapped {
             if let (Some(t), Some(_)) = (ml.tpg_lun, &ml.link) {
                 if lp.relinked.contains(&t) {
-                    self.map_again(&acl.mapped_lun(*m), t, ml.write_protect);
+                    self.map_to_tpg_lun(&acl.mapped_lun(*m), t, ml.write_protect);
                 }
             }
         }
@@ -274,25 +275,9 @@ impl Differ<'_> {
                             mapped: mapped.clone(),
                         },
                     );
-                    self.build(
-                        target,
-                        Op::MapLun {
-                            mapped: mapped.clone(),
-                            tpg_lun: t,
-                            link: LINK_NAME.to_string(),
-                        },
-                    );
                     let wp = dm.write_protect.unwrap_or(false);
-                    if wp != self.default_write_protect(d, o, t) {
-                        self.build(
-                            target,
-                            Op::SetWriteProtect {
-                                mapped,
-                                value: wp,
-                                old: None,
-                            },
-                        );
-                    }
+                    let set_wp = (wp != self.default_write_protect(d, o, t)).then_some(wp);
+                    self.map_to_tpg_lun(&mapped, t, set_wp);
                     self.change(
                         Action::Create,
                         mid,
@@ -311,24 +296,8 @@ impl Differ<'_> {
                         || om.tpg_lun.is_some_and(|x| lp.relinked.contains(&x))
                         || om.write_protect.is_none();
                     if remap {
-                        self.build(
-                            target,
-                            Op::MapLun {
-                                mapped: mapped.clone(),
-                                tpg_lun: t,
-                                link: LINK_NAME.to_string(),
-                            },
-                        );
-                        if wp != self.default_write_protect(d, o, t) {
-                            self.build(
-                                target,
-                                Op::SetWriteProtect {
-                                    mapped,
-                                    value: wp,
-                                    old: None,
-                                },
-                            );
-                        }
+                        let set_wp = (wp != self.default_write_protect(d, o, t)).then_some(wp);
+                        self.map_to_tpg_lun(&mapped, t, set_wp);
                         let mut attrs = Vec::new();
                         if om.tpg_lun != dm.tpg_lun {
                             attrs.push(attr(
@@ -383,7 +352,7 @@ impl Differ<'_> {
                     if kept {
                         if let (Some(t), Some(_)) = (om.tpg_lun, &om.link) {
                             if lp.relinked.contains(&t) {
-                                self.map_again(&mapped, t, om.write_protect);
+                                self.map_to_tpg_lun(&mapped, t, om.write_protect);
                             }
                         }
                     }

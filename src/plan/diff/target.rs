@@ -154,7 +154,7 @@ impl Differ<'_> {
         for (init, acl) in &o.acls {
             for (m, ml) in &acl.mapped {
                 if let Some(t) = ml.tpg_lun.filter(|t| lp.relinked.contains(t)) {
-                    self.map_again(&tpg.acl(init).mapped_lun(*m), t, ml.write_protect);
+                    self.map_to_tpg_lun(&tpg.acl(init).mapped_lun(*m), t, ml.write_protect);
                 }
             }
         }
