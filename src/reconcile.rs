@@ -210,8 +210,13 @@ impl Host {
     pub fn adopt(&self, planned: &mut Planned) -> Result<(), ReconcileError> {
         if let Pending::Lio { ledger, .. } = &mut planned.pending {
             let plan = &planned.plan;
-            if ledger.objects() != plan.ledger_after || ledger.applied() != plan.applied_attributes
+            if ledger.objects() != plan.ledger_after
+                || ledger.applied() != plan.applied_attributes
+                || ledger.interrupted().is_some()
             {
+                // An interrupted apply that got as far as the model asks is settled
+                // here: nothing is left to do, so its record ends.
+                ledger.end();
                 ledger.set_objects(plan.ledger_after.clone());
                 ledger.set_applied(plan.applied_attributes.clone());
                 ledger.save()?;

@@ -452,14 +452,11 @@ fn a_failing_apply_reports_the_step_errno_and_rollback() {
     assert_eq!(v["rollback"]["complete"], true);
 }
 
-/// An apply that died half way is shown by `status`, and its objects are managed:
-/// an empty model deletes them (no `--prune` needed, nothing unmanaged left).
-#[test]
-fn status_shows_an_interrupted_apply_and_the_next_apply_converges() {
-    let e = Env::new();
-    // What a killed apply leaves: objects created, and an intent in the ledger
-    // instead of a record of them (tests/apply_crash.rs kills applies for real, in
-    // the simulator, at every step).
+/// What a killed apply leaves: objects created, and an intent in the ledger instead
+/// of a record of them (tests/apply_crash.rs kills applies for real, in the
+/// simulator, at every step). Here: a complete apply whose record is replaced by the
+/// intent of a dead process.
+fn interrupted_after_a_complete_apply(e: &Env) {
     let o = e.run(&["apply", "--auto-approve", &model()]);
     o.assert_exit(0);
     // Forget the finished apply, and record it as interrupted by a dead process.
@@ -480,6 +477,29 @@ fn status_shows_an_interrupted_apply_and_the_next_apply_converges() {
         "started_unix": 1_700_000_000u64, "pid": 2_147_483_646u32, "operations": 99, "objects": objects,
     }});
     std::fs::write(&ledger_path, serde_json::to_vec(&doc).unwrap()).unwrap();
+}
+
+/// An interrupted apply that had created everything the model asks for is settled
+/// by the next apply of that model, although its plan is empty.
+#[test]
+fn an_empty_plan_settles_an_interrupted_apply() {
+    let e = Env::new();
+    interrupted_after_a_complete_apply(&e);
+    let o = e.run(&["apply", "--auto-approve", &model()]);
+    o.assert_exit(0);
+    assert!(o.stdout.contains("No changes."), "{}", o.stdout);
+    let o = e.run(&["status", "-o", "json"]);
+    let st: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(st["interrupted_apply"], serde_json::Value::Null, "{st}");
+    assert_eq!(st["unmanaged"], serde_json::json!([]), "{st}");
+}
+
+/// An apply that died half way is shown by `status`, and its objects are managed:
+/// an empty model deletes them (no `--prune` needed, nothing unmanaged left).
+#[test]
+fn status_shows_an_interrupted_apply_and_the_next_apply_converges() {
+    let e = Env::new();
+    interrupted_after_a_complete_apply(&e);
 
     let o = e.run(&["status"]);
     o.assert_exit(0);
