@@ -275,6 +275,33 @@ fn harness_boots_and_host_initiator_logs_in() {
 /// and serial.
 #[test]
 #[ignore = "needs QEMU + LIO kernel: run via tests/run.sh"]
+fn harness_shares_the_host_root_writable_only_in_the_vm() {
+    let mut opts = VmOptions::new("host-root");
+    opts.share_host_root = true;
+    let mut vm = Vm::boot_with(opts).unwrap_or_else(|e| panic!("{e:#}"));
+    let marker = format!("/etc/isctl-lio-vm-{}", std::process::id());
+    // The host's own shell and coreutils, writing into the overlay; LIO's configfs and the
+    // staged kernel-initiator modules are reachable from inside.
+    let out = vm.host_sh(&format!(
+        "cat /etc/debian_version; echo written > {marker}; cat {marker}; \
+         ls /sys/kernel/config/target; readlink -f /bin/sh"
+    ));
+    assert!(out.stdout.contains("written"), "{out}");
+    assert!(
+        out.stdout.contains("iscsi") || out.stdout.contains("core"),
+        "{out}"
+    );
+    vm.sh(
+        "modprobe iscsi_tcp && modprobe sd_mod && modprobe ext4 && grep -q iscsi_tcp /proc/modules",
+    );
+    assert!(
+        !Path::new(&marker).exists(),
+        "a write in the VM reached the host's {marker}"
+    );
+}
+
+#[test]
+#[ignore = "needs QEMU + LIO kernel: run via tests/run.sh"]
 fn complete_example_model_applies_and_initiators_see_it() {
     let path = repo_root().join("config/complete.toml");
     let model = load_model(&path);

@@ -40,6 +40,41 @@ mkdir -p /mnt/host
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 share /mnt/host || say "FAILED mount 9p share"
 mount -t tracefs nodev /sys/kernel/tracing || say "FAILED mount tracefs"
 
+# The host's root, when the harness shares it (VmOptions::share_host_root): read-only 9p at
+# /host.ro, made writable for the host's tools by an overlay with a tmpfs upper layer at
+# /host (nothing reaches the host). `in-host CMD...` runs a host command chrooted there,
+# with this VM's /proc, /sys (configfs), /dev, /tmp, /srv and the share bound in.
+if grep -qx hostroot /sys/bus/virtio/drivers/9pnet_virtio/*/mount_tag 2>/dev/null; then
+  mkdir -p /host.ro /host /run/hostrw
+  if mount -t 9p -o ro,trans=virtio,version=9p2000.L,msize=262144,cache=loose hostroot /host.ro; then
+    modprobe overlay || say "FAILED modprobe overlay"
+    mount -t tmpfs -o mode=755 tmpfs /run/hostrw
+    mkdir -p /run/hostrw/upper /run/hostrw/work
+    mount -t overlay -o lowerdir=/host.ro,upperdir=/run/hostrw/upper,workdir=/run/hostrw/work overlay /host \
+      || say "FAILED mount overlay on the host root"
+    mount -t proc proc /host/proc
+    mount -t sysfs sys /host/sys
+    mount -t configfs none /host/sys/kernel/config
+    mount -t devtmpfs dev /host/dev
+    mkdir -p /host/dev/pts /host/dev/shm
+    mount -t devpts devpts /host/dev/pts
+    mount -t tmpfs -o mode=1777 tmpfs /host/dev/shm
+    mount --bind /tmp /host/tmp
+    mount -t tmpfs -o mode=755 tmpfs /host/run
+    mkdir -p /host/run/lock /host/srv /host/mnt/host
+    mount --bind /srv /host/srv
+    mount --bind /mnt/host /host/mnt/host
+    cat > /bin/in-host <<'EOS'
+#!/bin/busybox sh
+exec chroot /host /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 "$@"
+EOS
+    chmod 755 /bin/in-host
+    say "host root shared at /host (in-host CMD runs host tools)"
+  else
+    say "FAILED mount 9p hostroot"
+  fi
+fi
+
 ip link set lo up
 ip link set eth0 up
 ip addr add 10.0.2.15/24 dev eth0

@@ -47,8 +47,12 @@ pub const VM_MODULES: &[&str] = &[
     "iscsi_target_mod",
 ];
 
-/// Modules staged in the initramfs but loaded by /init with parameters (brd: RAM disks).
-pub const STAGED_MODULES: &[&str] = &["brd"];
+/// Modules staged in the initramfs but not loaded at boot: brd is loaded by /init with
+/// parameters (RAM disks); the others are for tests that `modprobe` them: the Linux kernel
+/// initiator (iscsi_tcp, sd_mod), a filesystem on its disks (ext4), loop devices for
+/// block backstores built by other tools (loop), and an overlay over the host's root
+/// (overlay).
+pub const STAGED_MODULES: &[&str] = &["brd", "iscsi_tcp", "sd_mod", "ext4", "loop", "overlay"];
 
 const RUST_TARGET: &str = "x86_64-unknown-linux-gnu";
 

@@ -36,6 +36,9 @@ use super::host::{free_port, require_tool};
 /// Where the host share is mounted in the guest.
 pub const GUEST_SHARE: &str = "/mnt/host";
 
+/// Where the host's root is mounted in the guest when [`VmOptions::share_host_root`] is set.
+pub const GUEST_HOST_ROOT: &str = "/host";
+
 #[derive(Debug, Clone)]
 pub struct VmOptions {
     /// Names the run directory and the log lines.
@@ -46,6 +49,11 @@ pub struct VmOptions {
     pub boot_timeout: Duration,
     /// Default deadline of one command.
     pub command_timeout: Duration,
+    /// Shares the host's `/` read-only into the guest (9p tag `hostroot`, mounted at
+    /// [`GUEST_HOST_ROOT`]), so tests can run the host's own tools there with
+    /// `in-host CMD...` (a chroot with tmpfs over the paths those tools write): open-iscsi,
+    /// targetcli-fb, e2fsprogs, fio, systemd.
+    pub share_host_root: bool,
 }
 
 impl VmOptions {
@@ -62,6 +70,7 @@ impl VmOptions {
             forward_ports: vec![3260],
             boot_timeout: Duration::from_secs(secs("LIO_VM_BOOT_TIMEOUT", 180)),
             command_timeout: Duration::from_secs(secs("LIO_VM_COMMAND_TIMEOUT", 300)),
+            share_host_root: false,
         }
     }
 }
@@ -210,10 +219,20 @@ impl Vm {
             "local,id=share,path={},security_model=none",
             run_dir.join("share").display()
         ))
-        .args(["-device", "virtio-9p-pci,fsdev=share,mount_tag=share"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(stderr_file);
+        .args(["-device", "virtio-9p-pci,fsdev=share,mount_tag=share"]);
+        if opts.share_host_root {
+            // multidevs=remap: the host's root spans several filesystems, whose inode
+            // numbers would otherwise collide in the guest.
+            cmd.args([
+                "-fsdev",
+                "local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap",
+                "-device",
+                "virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot",
+            ]);
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr_file);
         // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe; it only asks the kernel to
         // SIGKILL QEMU if the spawning thread dies, so a killed test never leaks a VM.
         unsafe {
@@ -356,6 +375,21 @@ impl Vm {
     /// Runs a shell script in the VM (busybox sh, cwd /), with the default deadline.
     pub fn run(&mut self, script: &str) -> Result<CmdOutput> {
         self.run_timeout(script, self.command_timeout)
+    }
+
+    /// Runs a shell script with the host's own `/bin/sh` and tools, chrooted into the
+    /// host's root (needs [`VmOptions::share_host_root`]); panics unless it exits 0.
+    pub fn host_sh(&mut self, script: &str) -> CmdOutput {
+        let out = self
+            .run(&host_script(script))
+            .unwrap_or_else(|e| panic!("running in VM '{}': {e:#}", self.name));
+        assert!(out.success(), "command in VM '{}' failed\n{out}", self.name);
+        out
+    }
+
+    /// [`Vm::host_sh`] that returns the output whatever the exit status.
+    pub fn host_run(&mut self, script: &str) -> Result<CmdOutput> {
+        self.run(&host_script(script))
     }
 
     /// Runs a script and panics (failing the test) unless it exits 0.
@@ -520,6 +554,14 @@ impl Drop for Vm {
             let _ = fs::remove_dir_all(&self.run_dir);
         }
     }
+}
+
+/// A busybox script that runs `script` with the host's `/bin/sh` inside the host-root chroot.
+fn host_script(script: &str) -> String {
+    format!(
+        "echo '{}' | base64 -d > /tmp/.host-script.sh\nin-host /bin/sh /tmp/.host-script.sh",
+        base64_encode(script.as_bytes())
+    )
 }
 
 enum BootError {
