@@ -2,13 +2,9 @@
 # /init of isctl's real-kernel test VM (docs/testing-lio-vm.md).
 #
 # Brings up a Debian kernel with LIO under QEMU, then serves the host harness over a
-# virtio-serial port named "isctl.cmd": one request line in, a framed reply out.
-#
-#   request:  <id> <base64 of a shell script>\n
-#   reply:    @@BEGIN <id>\n <base64 of stdout> @@STDERR <id>\n <base64 of stderr>
-#             @@END <id> <exit status>\n
-#
-# Base64 lines never start with "@", so the markers cannot be forged by command output.
+# virtio-serial port named "isctl.cmd" (the protocol: /etc/lio-vm/channel.sh, from
+# tests/lio-vm/channel.sh). With `lio_vm.init=systemd` on the kernel command line it
+# instead boots the host's systemd as PID 1 on the shared host root (see boot_systemd).
 # The serial console (ttyS0) carries the kernel log and this script's own messages; the
 # harness keeps it in console.log.
 
@@ -82,31 +78,66 @@ ip route add default via 10.0.2.2
 
 [ -d /sys/kernel/config/target ] || say "FAILED: /sys/kernel/config/target is missing"
 
-port=""
-for p in /sys/class/virtio-ports/*; do
-  [ "$(cat "$p/name" 2>/dev/null)" = isctl.cmd ] && port=/dev/${p##*/}
-done
-if [ -z "$port" ]; then
-  say "FAILED: no virtio-serial port named isctl.cmd"
+# systemd as PID 1 (VmOptions::systemd_setup): the overlay on the host's root at /host
+# becomes the root, so the guest runs the host's own systemd, journald and systemctl.
+# Everything staged here lands in the overlay's tmpfs upper layer (nothing reaches the
+# host): isctl and vmtool under /usr/local/lib/lio-vm (not on the default PATH: a test
+# installs isctl where a user would), the command channel as lio-vm-channel.service (early,
+# so the harness can watch the boot). What the host's administrator enabled is disabled:
+# those are the host's services (tgt, targetcli's restore, iscsid...) and would fight the
+# tests for configfs and port 3260; the gettys are masked (console=ttyS0 is the log, not a
+# login). Then the test's setup script (/mnt/host/.lio-vm-setup.sh) runs chrooted there,
+# as an administrator installs and enables units before a reboot.
+boot_systemd() {
+  if [ ! -x /bin/in-host ]; then
+    say "FAILED: booting systemd needs the host root (VmOptions::share_host_root)"
+    return 1
+  fi
+  lib=/host/usr/local/lib/lio-vm
+  mkdir -p $lib/bin
+  cp /bin/isctl /bin/vmtool /etc/lio-vm/channel.sh $lib/
+  ln -sf ../vmtool $lib/bin/vmtool
+  cat > $lib/bin/in-host <<'EOS'
+#!/bin/sh
+# Under systemd the root already is the host's: only the clean environment remains.
+exec /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 "$@"
+EOS
+  chmod 755 $lib/bin/in-host
+  units=/host/etc/systemd/system
+  rm -f $units/*.wants/*
+  for unit in getty.target serial-getty@ttyS0.service; do
+    ln -sf /dev/null $units/$unit
+  done
+  cat > $units/lio-vm-channel.service <<'EOS'
+# The isctl test harness's command channel (tests/lio-vm/channel.sh).
+[Unit]
+Description=lio-vm command channel
+DefaultDependencies=no
+Conflicts=shutdown.target
+Before=shutdown.target
+
+[Service]
+Environment=PATH=/usr/local/lib/lio-vm/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+ExecStart=/bin/sh /usr/local/lib/lio-vm/channel.sh
+StandardOutput=journal+console
+EOS
+  mkdir -p $units/sysinit.target.wants
+  ln -sf ../lio-vm-channel.service $units/sysinit.target.wants/lio-vm-channel.service
+  if [ -f /mnt/host/.lio-vm-setup.sh ]; then
+    if ! in-host /bin/sh -e /mnt/host/.lio-vm-setup.sh; then
+      say "FAILED: the systemd setup script /mnt/host/.lio-vm-setup.sh"
+      return 1
+    fi
+  fi
+  say "switching root to the host's systemd"
+  exec switch_root /host /lib/systemd/systemd
+}
+
+if grep -qw lio_vm.init=systemd /proc/cmdline; then
+  boot_systemd
+  say "FAILED: switch_root to systemd"
   poweroff -f
 fi
 
-exec 3<>"$port"
-say "serving commands on $port"
-echo "@@READY $(uname -r)" >&3
-
-mkdir -p /run/cmd
-while read -r id script <&3; do
-  echo "$script" | base64 -d > /run/cmd/script.sh
-  (cd / && exec sh /run/cmd/script.sh) </dev/null >/run/cmd/out 2>/run/cmd/err
-  status=$?
-  {
-    echo "@@BEGIN $id"
-    base64 /run/cmd/out
-    echo "@@STDERR $id"
-    base64 /run/cmd/err
-    echo "@@END $id $status"
-  } >&3
-done
-say "command channel closed"
+sh /etc/lio-vm/channel.sh
 poweroff -f

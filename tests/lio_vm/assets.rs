@@ -8,7 +8,8 @@
 //! * `cargo/`: a separate cargo target dir for the static (`+crt-static`) release builds of
 //!   isctl and of the VM-side helper `vmtool`, so they never wait on the outer cargo's lock.
 //! * `initramfs-<sha256>.cpio`: an uncompressed newc archive with busybox, the modules,
-//!   isctl, vmtool and `/init` (tests/lio-vm/init.sh); named by content, so concurrent test
+//!   isctl, vmtool, `/init` (tests/lio-vm/init.sh) and the command channel
+//!   (tests/lio-vm/channel.sh); named by content, so concurrent test
 //!   processes agree on it.
 //!
 //! Kernel version: `$LIO_VM_KERNEL_VERSION`, else what `apt-cache depends
@@ -502,6 +503,12 @@ fn pack_initramfs(
         "init",
         0o755,
         &fs::read(&init).with_context(|| format!("reading {}", init.display()))?,
+    )?;
+    let channel = repo_root().join("tests/lio-vm/channel.sh");
+    cpio.file(
+        "etc/lio-vm/channel.sh",
+        0o755,
+        &fs::read(&channel).with_context(|| format!("reading {}", channel.display()))?,
     )?;
     cpio.file("bin/busybox", 0o755, &fs::read(busybox)?)?;
     cpio.file("bin/isctl", 0o755, &fs::read(isctl)?)?;

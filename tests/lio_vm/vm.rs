@@ -7,7 +7,7 @@
 //! a 9p share (`/mnt/host` in the guest) of the run directory's `share/`, and the serial
 //! console written by QEMU straight to `console.log` (no pipe, so nothing is buffered).
 //!
-//! Command protocol (the guest side is tests/lio-vm/init.sh): the host sends
+//! Command protocol (the guest side is tests/lio-vm/channel.sh, run by init.sh): the host sends
 //! `<id> <base64 script>\n`; the guest runs it with `sh`, then answers `@@BEGIN <id>`,
 //! base64 stdout, `@@STDERR <id>`, base64 stderr, `@@END <id> <status>`. One command at a
 //! time, any number of round trips.
@@ -54,6 +54,14 @@ pub struct VmOptions {
     /// `in-host CMD...` (a chroot with tmpfs over the paths those tools write): open-iscsi,
     /// targetcli-fb, e2fsprogs, fio, systemd.
     pub share_host_root: bool,
+    /// Boots the host's systemd as PID 1 instead of serving commands from the busybox
+    /// `/init` (needs [`VmOptions::share_host_root`]): `/init` makes the overlay on the
+    /// host's root the VM's root and `switch_root`s into `/lib/systemd/systemd`; the
+    /// command channel runs as `lio-vm-channel.service` and its scripts run with the
+    /// host's `/bin/sh` and tools (`host_sh` too, without a chroot). Before the switch this
+    /// script runs there with `sh -e`, chrooted, as an administrator installs and enables
+    /// units before a reboot; the static isctl and vmtool wait in `/usr/local/lib/lio-vm/`.
+    pub systemd_setup: Option<String>,
 }
 
 impl VmOptions {
@@ -71,6 +79,7 @@ impl VmOptions {
             boot_timeout: Duration::from_secs(secs("LIO_VM_BOOT_TIMEOUT", 180)),
             command_timeout: Duration::from_secs(secs("LIO_VM_COMMAND_TIMEOUT", 300)),
             share_host_root: false,
+            systemd_setup: None,
         }
     }
 }
@@ -142,6 +151,15 @@ impl Vm {
         let _ = fs::remove_dir_all(&run_dir);
         fs::create_dir_all(run_dir.join("share"))
             .with_context(|| format!("creating {}", run_dir.display()))?;
+        if let Some(setup) = &opts.systemd_setup {
+            if !opts.share_host_root {
+                bail!(
+                    "VmOptions::systemd_setup boots the host's systemd: it needs share_host_root"
+                );
+            }
+            fs::write(run_dir.join("share/.lio-vm-setup.sh"), setup)
+                .with_context(|| format!("writing the systemd setup into {}", run_dir.display()))?;
+        }
         let mut last_err = None;
         // A forwarded port can be taken between choosing and QEMU binding it: retry.
         for _attempt in 0..4 {
@@ -204,7 +222,12 @@ impl Vm {
         .arg(&assets.vmlinuz)
         .arg("-initrd")
         .arg(&assets.initramfs)
-        .args(["-append", "console=ttyS0 quiet panic=-1"])
+        .arg("-append")
+        .arg(if opts.systemd_setup.is_some() {
+            "console=ttyS0 quiet panic=-1 lio_vm.init=systemd"
+        } else {
+            "console=ttyS0 quiet panic=-1"
+        })
         .arg("-serial")
         .arg(format!("file:{}", console.display()))
         .arg("-netdev")
