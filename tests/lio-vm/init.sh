@@ -103,6 +103,12 @@ boot_systemd() {
 exec /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 "$@"
 EOS
   chmod 755 $lib/bin/in-host
+  # The host may be a container: its /.dockerenv would make systemd run in container
+  # mode (units conditioned on !container skipped), which this VM is not.
+  rm -f /host/.dockerenv /host/run/.containerenv
+  # The VM kernel's modules where the host's kmod looks (`modprobe` in units works).
+  mkdir -p /host/lib/modules
+  cp -a /lib/modules/$(uname -r) /host/lib/modules/
   units=/host/etc/systemd/system
   rm -f $units/*.wants/*
   for unit in getty.target serial-getty@ttyS0.service; do
@@ -129,7 +135,7 @@ EOS
       return 1
     fi
   fi
-  say "switching root to the host's systemd"
+  say "switching root to the host's systemd at $(cut -d' ' -f1 /proc/uptime) s"
   exec switch_root /host /lib/systemd/systemd
 }
 

@@ -224,7 +224,7 @@ impl Vm {
         .arg(&assets.initramfs)
         .arg("-append")
         .arg(if opts.systemd_setup.is_some() {
-            "console=ttyS0 quiet panic=-1 lio_vm.init=systemd"
+            "console=ttyS0 quiet panic=-1 lio_vm.init=systemd systemd.unit=multi-user.target"
         } else {
             "console=ttyS0 quiet panic=-1"
         })
