@@ -157,6 +157,12 @@ impl Vm {
                     "VmOptions::systemd_setup boots the host's systemd: it needs share_host_root"
                 );
             }
+            if !Path::new("/lib/systemd/systemd").is_file() {
+                bail!(
+                    "VmOptions::systemd_setup boots the host's /lib/systemd/systemd, which is \
+                     missing: install Debian's systemd package (tests/install-deps.sh does)"
+                );
+            }
             fs::write(run_dir.join("share/.lio-vm-setup.sh"), setup)
                 .with_context(|| format!("writing the systemd setup into {}", run_dir.display()))?;
         }
