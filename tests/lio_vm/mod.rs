@@ -9,8 +9,9 @@
 //! expectations of the tree and of what initiators see ([`expect`]), the simulator as a
 //! mirror given the same applies ([`mirror`]) and the recorded-transcript replay
 //! ([`transcript`]).
-//! Does not own: what the tests assert (tests/lio_vm.rs), the VM's /init
-//! (tests/lio-vm/init.sh) or the VM-side helper (tests/lio-vm/vmtool).
+//! Does not own: what the tests assert (tests/lio_vm.rs, tests/systemd_vm.rs), the VM's
+//! /init (tests/lio-vm/init.sh), its command channel (tests/lio-vm/channel.sh) or the
+//! VM-side helper (tests/lio-vm/vmtool).
 //!
 //! In: the repository's own files plus Debian packages (qemu-system-x86, busybox-static,
 //! kmod, dpkg, libiscsi-bin, qemu-utils). Out: a running [`vm::Vm`] that is always killed
