@@ -129,7 +129,10 @@ fn linux_initiator_keeps_ext4_and_fio_verify_at_qd32_with_mutual_chap_and_digest
     // is the VM itself).
     let p = portal(port);
     let out = vm.host_sh(&format!("iscsiadm -m discovery -t st -p {p}"));
-    assert!(out.stdout.contains(TARGET), "discovery did not list {TARGET}\n{out}");
+    assert!(
+        out.stdout.contains(TARGET),
+        "discovery did not list {TARGET}\n{out}"
+    );
     let set = |name: &str, value: &str| {
         format!("iscsiadm -m node -T {TARGET} -p {p} -o update -n '{name}' -v '{value}'\n")
     };
@@ -147,7 +150,11 @@ fn linux_initiator_keeps_ext4_and_fio_verify_at_qd32_with_mutual_chap_and_digest
     ));
     login(&mut vm, port);
     let session = vm.host_sh("iscsiadm -m session -P2").stdout;
-    for want in ["HeaderDigest: CRC32C", "DataDigest: CRC32C", "username_in: "] {
+    for want in [
+        "HeaderDigest: CRC32C",
+        "DataDigest: CRC32C",
+        "username_in: ",
+    ] {
         assert!(session.contains(want), "session lacks '{want}':\n{session}");
     }
     let queue = vm.sh("cat /sys/block/sda/device/queue_depth").stdout;
