@@ -1883,7 +1883,7 @@ mod tests {
         let mut c = Conn::new();
         for (i, seed) in [(0u32, 1u8), (1, 2), (2, 3)] {
             let w = c.write(0x10 + i, i, 1, &pattern(BS as usize, seed), true);
-            c.pdu(w);
+            let _ = c.pdu(w);
         }
         for (itt, lba) in [(1, 0), (2, 1), (3, 2)] {
             let p = read_with(&mut c, itt, lba, 1);
