@@ -72,8 +72,8 @@ cleanup() {
         # tgtd does not always exit on SIGTERM while it has targets: give it 2 s.
         kill "$TGT_PID" 2>/dev/null
         for _ in $(seq 20); do kill -0 "$TGT_PID" 2>/dev/null || break; sleep 0.1; done
-        kill -9 "$TGT_PID" 2>/dev/null
-        wait "$TGT_PID" 2>/dev/null
+        kill -9 "$TGT_PID" 2>/dev/null || true
+        wait "$TGT_PID" 2>/dev/null || true
     fi
     rm -rf "$work"
 }
