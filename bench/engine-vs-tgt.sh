@@ -8,7 +8,13 @@
 # target's CPU time per I/O (utime+stime of the target process from /proc), the
 # median of N runs, and the engine/tgt ratio.
 #
-#   bench/engine-vs-tgt.sh [-n RUNS] [-s SECONDS] [-o OUT.md]
+#   bench/engine-vs-tgt.sh [-n RUNS] [-s SECONDS] [-o OUT.md] [-d DIR]
+#
+# -d DIR: the real-disk cases instead (issue 11): a 2 GiB file of random data in DIR (on
+# the disk to measure, e.g. /work), durable writes on both sides (the engine's extent
+# write_back = false, tgt's LUN bsoflags=sync), the page cache dropped before every run
+# (cache-cold reads; needs root), and the device's own limit measured with fio on the
+# same file (O_DIRECT: psync QD1, libaio QD32; writes with O_DSYNC like the targets').
 #
 # Needs: tgt (tgtd, tgtadm), qemu-utils + qemu-block-extra, libiscsi-bin, a release
 # build of isctl (built here if ISCTL is not set). Linux only (/proc for CPU time).
@@ -22,17 +28,21 @@ set -euo pipefail
 RUNS=3
 SECS=4
 OUT=""
-while getopts "n:s:o:h" opt; do
+DISK_DIR=""
+while getopts "n:s:o:d:h" opt; do
     case $opt in
         n) RUNS=$OPTARG ;;
         s) SECS=$OPTARG ;;
         o) OUT=$OPTARG ;;
+        d) DISK_DIR=$OPTARG ;;
         *) sed -n '2,20p' "$0"; exit 0 ;;
     esac
 done
 
 here=$(cd "$(dirname "$0")/.." && pwd)
-for tool in tgtd tgtadm qemu-img iscsi-perf; do
+tools=(tgtd tgtadm qemu-img iscsi-perf)
+[ -n "$DISK_DIR" ] && tools+=(fio)
+for tool in "${tools[@]}"; do
     command -v "$tool" >/dev/null || { echo "missing $tool: run tests/install-deps.sh (packages tgt, qemu-utils, qemu-block-extra, libiscsi-bin)" >&2; exit 1; }
 done
 if [ -z "${ISCTL:-}" ]; then
@@ -45,7 +55,14 @@ ENGINE_PORT=$(free_port)
 TGT_PORT=$(free_port)
 # tgtadm accepts only small control port numbers (they name its management socket).
 TGT_CTL=$(( $$ % 20000 + 1000 ))
-work=$(mktemp -d /dev/shm/isctl-bench.XXXXXX)
+if [ -n "$DISK_DIR" ]; then
+    [ -w /proc/sys/vm/drop_caches ] || { echo "-d needs root: the page cache is dropped before each run" >&2; exit 1; }
+    work=$(mktemp -d "$DISK_DIR/isctl-bench.XXXXXX")
+    SIZE=2G WRITE_BACK=false BSOFLAGS=(--bsoflags sync)
+else
+    work=$(mktemp -d /dev/shm/isctl-bench.XXXXXX)
+    SIZE=1G WRITE_BACK=true BSOFLAGS=()
+fi
 IMG=$work/lun.img
 ENGINE_PID=""
 TGT_PID=""
@@ -55,15 +72,16 @@ cleanup() {
         # tgtd does not always exit on SIGTERM while it has targets: give it 2 s.
         kill "$TGT_PID" 2>/dev/null
         for _ in $(seq 20); do kill -0 "$TGT_PID" 2>/dev/null || break; sleep 0.1; done
-        kill -9 "$TGT_PID" 2>/dev/null
-        wait "$TGT_PID" 2>/dev/null
+        kill -9 "$TGT_PID" 2>/dev/null || true
+        wait "$TGT_PID" 2>/dev/null || true
     fi
     rm -rf "$work"
 }
 trap cleanup EXIT
 
-echo "preparing a 1 GiB backing file in $work ..." >&2
-head -c 1G /dev/urandom > "$IMG"
+echo "preparing a $SIZE backing file in $work ..." >&2
+head -c "$SIZE" /dev/urandom > "$IMG"
+sync
 
 # tgt: LUN 1 (LUN 0 is its controller).
 tgtd -f -C "$TGT_CTL" --iscsi portal=127.0.0.1:"$TGT_PORT" > "$work/tgtd.log" 2>&1 &
@@ -71,7 +89,7 @@ TGT_PID=$!
 for _ in $(seq 50); do tgtadm -C "$TGT_CTL" --lld iscsi --op show --mode target >/dev/null 2>&1 && break; sleep 0.1; done
 T="tgtadm -C $TGT_CTL --lld iscsi"
 $T --op new --mode target --tid 1 -T iqn.2026-11.io.isctl:bench-tgt
-$T --op new --mode logicalunit --tid 1 --lun 1 -b "$IMG"
+$T --op new --mode logicalunit --tid 1 --lun 1 -b "$IMG" "${BSOFLAGS[@]}"
 $T --op bind --mode target --tid 1 -I ALL
 
 cat > "$work/model.toml" <<EOF
@@ -80,7 +98,7 @@ listen = ["127.0.0.1:$ENGINE_PORT"]
 [extent.lun]
 type = "file"
 path = "$IMG"
-write_back = true
+write_back = $WRITE_BACK
 [target."iqn.2026-11.io.isctl:bench"]
 luns = { 0 = "lun" }
 [[target."iqn.2026-11.io.isctl:bench".group]]
@@ -109,11 +127,20 @@ CASES=(
     "4 KiB random read, QD32 (iscsi-perf)|ip|-m 32 -b 8 -r|4096"
     "1 MiB sequential read, QD8 (iscsi-perf)|ip|-m 8 -b 2048|1048576"
 )
+# Real disk (issue 11's table): durable writes, cache-cold reads.
+DISK_CASES=(
+    "4 KiB random write, QD32, durable|qi|-d 32 -s 4k -S 104729k -w --pattern=165|4096"
+    "4 KiB random read, QD32, cache-cold|qi|-d 32 -s 4k -S 104729k|4096"
+    "4 KiB random read, QD1, cache-cold|qi|-d 1 -s 4k -S 104729k|4096"
+    "1 MiB sequential write, QD8, durable|qi|-d 8 -s 1M -w --pattern=165|1048576"
+)
+if [ -n "$DISK_DIR" ]; then CASES=("${DISK_CASES[@]}"); fi
 
 # One measurement: prints "iops cpu_us_per_io".
 measure() {
     local target=$1 tool=$2 args=$3 count=$4 url=${URL[$1]} pid=${PID[$1]}
     local c0 c1 t0 t1 ios secs
+    drop_caches
     c0=$(cpu_ticks "$pid")
     t0=$(date +%s.%N)
     if [ "$tool" = qi ]; then
@@ -143,6 +170,14 @@ calibrate() {
     out=$(qemu-img bench -f raw -c 2000 $args "${URL[engine]}" 2>&1)
     secs=$(sed -n 's/.*Run completed in \([0-9.]*\) seconds.*/\1/p' <<<"$out")
     awk -v s="$secs" -v t="$SECS" 'BEGIN { n = int(2000 * t / (s > 0 ? s : 0.001)); if (n < 200) n = 200; print n }'
+}
+
+# Real disk: every run starts cache-cold (what the targets read comes from the disk).
+drop_caches() {
+    if [ -n "$DISK_DIR" ]; then
+        sync
+        echo 3 > /proc/sys/vm/drop_caches
+    fi
 }
 
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
@@ -178,6 +213,39 @@ done
     echo
     echo "median of $RUNS runs, ~${SECS}s each, interleaved; $(nproc) CPUs; $(date -u +%Y-%m-%dT%H:%MZ)"
 } | tee ${OUT:+"$OUT"}
+
+# Real disk: the device's own limit on the same file, with fio (O_DIRECT; writes also
+# O_DSYNC, the durability the targets give), per case of the table, and engine/fio.
+if [ -n "$DISK_DIR" ]; then
+    FIO_CASES=(
+        "--rw=randwrite --bs=4k --ioengine=libaio --iodepth=32 --sync=dsync"
+        "--rw=randread --bs=4k --ioengine=libaio --iodepth=32"
+        "--rw=randread --bs=4k --ioengine=psync --iodepth=1"
+        "--rw=write --bs=1M --ioengine=libaio --iodepth=8 --sync=dsync"
+    )
+    {
+        echo
+        echo "| case | device (fio) | fio IOPS | engine/fio |"
+        echo "|---|---|---:|---:|"
+        for i in "${!CASES[@]}"; do
+            IFS='|' read -r name _ <<<"${CASES[$i]}"
+            fio_iops=""
+            for _ in $(seq "$RUNS"); do
+                drop_caches
+                # shellcheck disable=SC2086
+                out=$(fio --name=device --filename="$IMG" --direct=1 --runtime="$SECS" --time_based \
+                    --norandommap --randrepeat=0 --output-format=json ${FIO_CASES[$i]}) \
+                    || { echo "fio failed: $out" >&2; exit 1; }
+                fio_iops+="$(python3 -c 'import json,sys; j=json.load(sys.stdin)["jobs"][0]; print(round(j["read"]["iops"] + j["write"]["iops"]))' <<<"$out") "
+            done
+            fi_med=$(tr ' ' '\n' <<<"$fio_iops" | grep . | median)
+            ei=$(tr ' ' '\n' <<<"${RES["$name|engine|iops"]}" | grep . | median)
+            awk -v n="$name" -v f="${FIO_CASES[$i]}" -v fi="$fi_med" -v ei="$ei" \
+                'BEGIN { printf "| %s | `%s` | %d | %.2fx |\n", n, f, fi, ei / fi }'
+        done
+    } | tee ${OUT:+-a "$OUT"}
+    exit 0
+fi
 
 # Memory: each target's resident set with 64 sessions logged in (and held).
 rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }

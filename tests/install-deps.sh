@@ -7,6 +7,8 @@
 #   busybox-static, kmod, cpio   the VM's userland, module dependencies, initramfs
 #   libiscsi-bin               iscsi-ls/-inq/-readcapacity16/-perf and iscsi-test-cu
 #   tgt                        the peer target for the engine benchmark
+#   open-iscsi, fio            the Linux initiator's userspace and fio, run in the VM from the
+#                              host's root (tests/kernel_initiator.rs) and by the benchmark
 set -euo pipefail
 
 SUDO=""
@@ -16,7 +18,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 export DEBIAN_FRONTEND=noninteractive
 
-PKGS=(qemu-system-x86 qemu-block-extra busybox-static kmod cpio libiscsi-bin tgt systemd)
+PKGS=(qemu-system-x86 qemu-block-extra busybox-static kmod cpio libiscsi-bin tgt systemd open-iscsi fio)
 missing=()
 for p in "${PKGS[@]}" qemu-utils; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -10,19 +10,26 @@
 //! size error) goes to [`FullFeature`] (`fullfeature.rs`), which answers through
 //! [`Transmit`] and says what to do next; login requests go to [`Login`].
 //!
-//! Threading: one thread per connection executes its commands inline (the storage
-//! layer may block). Responses are framed into a buffer that is written when no more
-//! input is waiting, so a pipelined queue of commands costs one `write` per batch.
+//! Threading: one thread per connection reads and runs the protocol core; the SCSI
+//! commands it makes ready ([`Job`]s) run on their LU's I/O workers
+//! (`lu::IoWorkers`), so a connection's queue of commands reaches the storage at the
+//! initiator's queue depth. The core and the socket's write side sit behind one mutex
+//! ([`ConnShared`]): the reading thread takes it per PDU, a worker takes it to complete
+//! its command (the response goes out from the worker) and to start the jobs the task
+//! set releases. Responses of the reading thread (R2Ts, NOP-Ins, ...) are framed into
+//! a buffer written when no more input is waiting; a worker writes its response at
+//! once. Before the connection ends, the commands it read finish and their responses
+//! go out (shutdown depends on it: nothing acknowledged is lost).
 
 use std::io::{self, BufRead, BufReader, ErrorKind};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use nix::sys::socket::{recv, MsgFlags};
 
-use crate::engine::iscsi::fullfeature::{Discovery, FullFeature, Input, Next, Transmit};
+use crate::engine::iscsi::fullfeature::{Discovery, FullFeature, Input, Job, Next, Transmit};
 use crate::engine::iscsi::login::{Access, Login, LoginDone, LoginStatus, Step};
 use crate::engine::iscsi::negotiate::Pairs;
 use crate::engine::iscsi::pdu::{read_pdu, Bhs, Digests, Opcode, PduWriter, ReadError};
@@ -98,8 +105,8 @@ pub fn serve_connection(engine: Arc<dyn Engine>, stream: TcpStream, portal: Port
         bound: None,
     };
     match conn.login() {
-        Ok(Some(mut core)) => {
-            if let Err(e) = conn.full_feature(&mut core) {
+        Ok(Some(core)) => {
+            if let Err(e) = conn.full_feature(core) {
                 match e.kind() {
                     ErrorKind::UnexpectedEof
                     | ErrorKind::ConnectionReset
@@ -337,18 +344,56 @@ impl Conn {
 
     // ---- full feature phase: the socket loop ------------------------------------------
 
-    /// Read PDUs into the core and write what it sends until the connection ends.
-    fn full_feature(&mut self, core: &mut FullFeature) -> io::Result<()> {
+    /// Read PDUs into the core and write what it sends until the connection ends; then
+    /// wait for the commands already read to finish.
+    fn full_feature(&mut self, core: FullFeature) -> io::Result<()> {
         self.wire.stream.set_read_timeout(Some(POLL))?;
         let digests = self.wire.writer.digests;
         let limit = self.recv_limit as usize;
+        // The write side moves behind the shared lock; `self.wire` keeps a handle on the
+        // same socket for waiting and closing.
+        let stream = self.wire.stream.try_clone()?;
+        let wire = std::mem::replace(
+            &mut self.wire,
+            Wire {
+                stream,
+                writer: PduWriter::new(),
+                error: None,
+            },
+        );
+        let shared = Arc::new(ConnShared {
+            halves: Mutex::new(Halves { core, wire }),
+            idle: Condvar::new(),
+        });
+        let result = self.read_loop(&shared, digests, limit);
+        let mut h = shared.lock();
+        while h.core.in_flight() > 0 {
+            h = shared
+                .idle
+                .wait_timeout(h, POLL)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        let _ = h.wire.flush();
+        result
+    }
+
+    fn read_loop(
+        &mut self,
+        shared: &Arc<ConnShared>,
+        digests: Digests,
+        limit: usize,
+    ) -> io::Result<()> {
         let mut last_input = Instant::now();
         loop {
             // Write responses once the input that produced them is drained.
-            if self.wire.writer.pending() && self.reader.buffer().is_empty() {
-                self.wire.flush()?;
+            if self.reader.buffer().is_empty() {
+                let mut h = shared.lock();
+                if h.wire.writer.pending() {
+                    h.wire.flush()?;
+                }
             }
-            if self.reader.buffer().is_empty() && !self.wait_for_input(core, last_input)? {
+            if self.reader.buffer().is_empty() && !self.wait_for_input(shared, last_input)? {
                 return Ok(());
             }
             let input = match read_pdu(&mut self.reader, digests, limit) {
@@ -368,30 +413,37 @@ impl Conn {
                 }
                 Err(ReadError::Io(e)) => return Err(e),
             };
-            let next = core.handle(input, &mut self.wire);
-            if !self.follow(next, core)? {
+            let (go_on, jobs) = {
+                let mut h = shared.lock();
+                let Halves { core, wire } = &mut *h;
+                let next = core.handle(input, wire);
+                let jobs = core.take_ready();
+                (self.follow(next, &mut h), jobs)
+            };
+            dispatch(shared, jobs);
+            if !go_on? {
                 return Ok(());
             }
         }
     }
 
     /// Do what the core asked beyond sending. `Ok(false)`: the connection ends.
-    fn follow(&mut self, next: Next, core: &FullFeature) -> io::Result<bool> {
-        self.wire.take_error()?;
+    fn follow(&self, next: Next, h: &mut Halves) -> io::Result<bool> {
+        h.wire.take_error()?;
         match next {
             Next::Continue => return Ok(true),
             Next::Flush => {}
             Next::Close => {
-                self.wire.flush()?;
+                h.wire.flush()?;
                 return Ok(false);
             }
             Next::EndSession => {
-                self.wire.flush()?;
-                self.engine.registry().remove(core.session());
+                h.wire.flush()?;
+                self.engine.registry().remove(h.core.session());
                 return Ok(false);
             }
             Next::EndTargetSessions(target) => {
-                self.wire.flush()?;
+                h.wire.flush()?;
                 let registry = self.engine.registry();
                 for s in registry.all() {
                     if s.target_name() == Some(target.as_str()) {
@@ -401,16 +453,16 @@ impl Conn {
                 return Ok(true);
             }
             Next::ShutdownConnection(cid) => {
-                core.session().shutdown_conn(cid);
+                h.core.session().shutdown_conn(cid);
             }
         }
-        self.wire.flush()?;
+        h.wire.flush()?;
         Ok(true)
     }
 
     /// Wait until input is available; on a quiet connection let the core ping.
     /// `Ok(false)`: stop (engine stopping, or the peer stopped answering).
-    fn wait_for_input(&mut self, core: &mut FullFeature, last_input: Instant) -> io::Result<bool> {
+    fn wait_for_input(&mut self, shared: &ConnShared, last_input: Instant) -> io::Result<bool> {
         self.spin_for_input();
         loop {
             match self.reader.fill_buf() {
@@ -426,8 +478,10 @@ impl Conn {
                         now,
                         quiet_for: now.saturating_duration_since(last_input),
                     };
-                    let next = core.handle(idle, &mut self.wire);
-                    if !self.follow(next, core)? {
+                    let mut h = shared.lock();
+                    let Halves { core, wire } = &mut *h;
+                    let next = core.handle(idle, wire);
+                    if !self.follow(next, &mut h)? {
                         return Ok(false);
                     }
                 }
@@ -468,6 +522,61 @@ impl Conn {
             self.engine.registry().connection_closed(&s, cid, self.peer);
         }
     }
+}
+
+/// The protocol core of a connection and the write side of its socket, shared by the
+/// thread reading the socket and the LU workers completing its commands.
+struct ConnShared {
+    halves: Mutex<Halves>,
+    /// Signalled when the last running command of the connection completes.
+    idle: Condvar,
+}
+
+struct Halves {
+    core: FullFeature,
+    wire: Wire,
+}
+
+impl ConnShared {
+    fn lock(&self) -> MutexGuard<'_, Halves> {
+        self.halves.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Start jobs: each on its LU's workers (a command for an unmapped LUN is answered at
+/// once, on this thread).
+fn dispatch(shared: &Arc<ConnShared>, jobs: Vec<Job>) {
+    for job in jobs {
+        match job.logical_unit() {
+            Some(lu) => {
+                let shared = shared.clone();
+                lu.workers().submit(move || run_job(&shared, job));
+            }
+            None => run_job(shared, job),
+        }
+    }
+}
+
+/// Run a job, send its response, and start what the task set releases.
+fn run_job(shared: &Arc<ConnShared>, job: Job) {
+    let resp = job.execute();
+    let jobs = {
+        let mut h = shared.lock();
+        let Halves { core, wire } = &mut *h;
+        // Only Continue or Flush come back from a completion; either way the response
+        // goes out now (the peer may be waiting for nothing else).
+        let _ = core.complete(job.itt(), resp, wire);
+        if let Err(e) = wire.flush() {
+            // The reading thread sees the socket fail too and ends the connection.
+            tracing::debug!("writing a response: {e}");
+        }
+        let jobs = core.take_ready();
+        if core.in_flight() == 0 {
+            shared.idle.notify_all();
+        }
+        jobs
+    };
+    dispatch(shared, jobs);
 }
 
 /// The socket side of [`Transmit`]: frames PDUs into the write buffer (large data

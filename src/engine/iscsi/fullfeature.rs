@@ -12,9 +12,15 @@
 //! takes an [`Input`] (a decoded PDU, or an event the socket loop saw: a digest error,
 //! an oversized segment, a quiet connection), sends PDUs through [`Transmit`], and
 //! returns [`Next`]: what the socket loop must do beyond writing (flush, close, end
-//! sessions). SCSI commands run inline through [`ScsiService`] (synchronous), as the
-//! socket loop would run them on its thread anyway. Login and the socket loop are in
-//! [`super::conn`]; this is what `login::Login` is to the login phase.
+//! sessions). Login and the socket loop are in [`super::conn`]; this is what
+//! `login::Login` is to the login phase.
+//!
+//! SCSI commands do not run here. A command whose data is in becomes a [`Job`]; the
+//! connection's task set ([`TaskSet`], task attributes) decides when it may start, and
+//! [`FullFeature::take_ready`] hands out the jobs that may. Whoever runs a job (the LU's
+//! I/O workers in `conn.rs`, inline in the tests) gives its [`Response`] back through
+//! [`FullFeature::complete`], the one point where every command ends: its status goes
+//! out, the task set moves on, and a task management function waiting for it answers.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -26,6 +32,8 @@ use crate::engine::iscsi::pdu::{
     decode_lun, flags, sn_lt, Bhs, Opcode, Pdu, RejectReason, RESERVED_TAG,
 };
 use crate::engine::iscsi::session::{CmdSnCheck, Session, SessionKind};
+use crate::engine::lu::LogicalUnit;
+use crate::engine::scsi::taskset::{self, TaskSet};
 use crate::engine::scsi::{
     self, Command, DataDirection, Residual, Response, ScsiService, Status, TaskAttribute,
     TmfFunction, TmfResponse,
@@ -255,6 +263,65 @@ impl AbortedTags {
     }
 }
 
+/// A command with all its data, ready to run on any thread: [`Job::execute`] runs it,
+/// [`FullFeature::complete`] takes its response.
+pub struct Job {
+    session: Arc<Session>,
+    itt: u32,
+    lun_field: [u8; 8],
+    cdb: Vec<u8>,
+    data_out: Vec<u8>,
+    expected_len: u32,
+    direction: DataDirection,
+    attribute: TaskAttribute,
+}
+
+impl Job {
+    /// The initiator task tag (what [`FullFeature::complete`] needs back).
+    pub fn itt(&self) -> u32 {
+        self.itt
+    }
+
+    /// The LU the command is for, if the target maps its LUN (whose workers run it).
+    pub fn logical_unit(&self) -> Option<Arc<LogicalUnit>> {
+        match &self.session.kind {
+            SessionKind::Normal { scsi, .. } => scsi.lu(decode_lun(self.lun_field)),
+            SessionKind::Discovery => None,
+        }
+    }
+
+    /// Run the command (may block on the LU's storage).
+    pub fn execute(&self) -> Response {
+        let SessionKind::Normal { scsi, nexus, .. } = &self.session.kind else {
+            // Commands on discovery sessions are rejected before they become jobs.
+            return Response::default();
+        };
+        let cmd = Command {
+            lun: decode_lun(self.lun_field),
+            cdb: &self.cdb,
+            data_out: &self.data_out,
+            expected_len: self.expected_len,
+            direction: self.direction,
+            attribute: self.attribute,
+            tag: self.itt,
+        };
+        scsi.execute(nexus, &cmd)
+    }
+}
+
+/// A task management request waiting for running tasks it ends to finish: RFC 7143
+/// §11.5.1 (the response comes after the affected tasks are terminated) and SAM-5 §7.
+#[derive(Debug)]
+struct PendingTmf {
+    itt: u32,
+    function: u8,
+    lun: u64,
+    /// Running tasks still to finish (their responses are not sent).
+    wait_for: HashSet<u32>,
+    /// Decided when the request arrived; `None`: asked of the SCSI layer at the end.
+    response: Option<TmfResponse>,
+}
+
 /// One connection in the full feature phase.
 pub struct FullFeature {
     session: Arc<Session>,
@@ -268,6 +335,16 @@ pub struct FullFeature {
     text: Option<TextState>,
     /// Our outstanding keep-alive ping: its TTT and when it was sent.
     ping: Option<(u32, Instant)>,
+    /// Commands from arrival to completion, with their task attributes.
+    taskset: TaskSet,
+    /// Jobs whose data is in and which the task set has not let start yet, with the
+    /// number of R2Ts their data took.
+    waiting: HashMap<u32, (Job, u32)>,
+    /// Running jobs: the number of R2Ts their data took (their response's ExpDataSN).
+    running: HashMap<u32, u32>,
+    /// Running tasks a task management function ended: their responses are dropped.
+    cancelled: HashSet<u32>,
+    tmfs: Vec<PendingTmf>,
 }
 
 impl FullFeature {
@@ -291,6 +368,81 @@ impl FullFeature {
             next_ttt: 1,
             text: None,
             ping: None,
+            taskset: TaskSet::new(),
+            waiting: HashMap::new(),
+            running: HashMap::new(),
+            cancelled: HashSet::new(),
+            tmfs: Vec::new(),
+        }
+    }
+
+    /// The jobs that may start now (task attributes permitting), oldest first. Each is
+    /// handed out once and must come back through [`FullFeature::complete`].
+    pub fn take_ready(&mut self) -> Vec<Job> {
+        let mut ready = Vec::new();
+        for tag in self.taskset.take_runnable() {
+            if let Some((job, r2t_count)) = self.waiting.remove(&tag) {
+                self.running.insert(tag, r2t_count);
+                ready.push(job);
+            }
+        }
+        ready
+    }
+
+    /// Jobs handed out by [`FullFeature::take_ready`] and not completed.
+    pub fn in_flight(&self) -> usize {
+        self.running.len()
+    }
+
+    /// A job ended with `resp`: the one point where every SCSI command completes. Sends
+    /// its Data-In and status (unless a task management function ended it), lets the
+    /// task set move on ([`FullFeature::take_ready`] has the next jobs) and answers a
+    /// task management request that was waiting for it.
+    pub fn complete(&mut self, itt: u32, resp: Response, out: &mut dyn Transmit) -> Next {
+        self.taskset.complete(itt);
+        let Some(r2t_count) = self.running.remove(&itt) else {
+            return Next::Continue;
+        };
+        if !self.cancelled.remove(&itt) {
+            self.send_response(itt, resp, r2t_count, out);
+            return Next::Continue;
+        }
+        let mut next = Next::Continue;
+        let mut i = 0;
+        while i < self.tmfs.len() {
+            self.tmfs[i].wait_for.remove(&itt);
+            if self.tmfs[i].wait_for.is_empty() {
+                let tmf = self.tmfs.remove(i);
+                next = self.finish_tmf(tmf, out);
+            } else {
+                i += 1;
+            }
+        }
+        next
+    }
+
+    /// Queue a command whose data is all in; the task set says when it starts.
+    fn enqueue(&mut self, job: Job, r2t_count: u32) {
+        let itt = job.itt;
+        if !self.taskset.contains(itt) {
+            let ordering = taskset::Ordering::of(job.attribute, &job.cdb);
+            self.taskset
+                .arrive(itt, decode_lun(job.lun_field), ordering, true);
+        }
+        self.taskset.data_ready(itt);
+        self.waiting.insert(itt, (job, r2t_count));
+    }
+
+    fn job(&self, task: Task<'_>) -> Job {
+        Job {
+            session: self.session.clone(),
+            itt: task.itt,
+            lun_field: task.lun_field,
+            cdb: task.cdb.to_vec(),
+            data_out: task.data_out.to_vec(),
+            expected_len: task.expected_len,
+            direction: task.direction,
+            attribute: task.attribute,
         }
     }
 
@@ -489,6 +641,9 @@ impl FullFeature {
             if !pdu.data.is_empty() && !write {
                 return self.violation(Violation::DataWithoutWrite, &pdu.bhs, out);
             }
+            if self.taskset.contains(itt) {
+                return self.violation(Violation::TagInUse, &pdu.bhs, out);
+            }
             let task = Task {
                 lun_field: b.lun_field(),
                 itt,
@@ -498,12 +653,18 @@ impl FullFeature {
                 direction,
                 attribute,
             };
-            self.execute(task, 0, out);
+            let job = self.job(task);
+            self.enqueue(job, 0);
             return Next::Continue;
         }
-        if self.tasks.contains_key(&itt) {
+        if self.taskset.contains(itt) {
             return self.violation(Violation::TagInUse, &pdu.bhs, out);
         }
+        // In the task set from now on, so that the tasks after it wait for it as its
+        // attribute says, while its data still comes in.
+        let ordering = taskset::Ordering::of(attribute, &cdb);
+        self.taskset
+            .arrive(itt, decode_lun(b.lun_field()), ordering, false);
         let sp = self.session.params;
         let lun_field = b.lun_field();
         let final_bit = f & flags::FINAL != 0;
@@ -550,6 +711,7 @@ impl FullFeature {
             let task = self.tasks.remove(&itt).expect("present");
             let r2t_count = task.r2t_sn;
             if task.too_big || task.data_error {
+                self.taskset.remove(itt);
                 let sense = if task.too_big {
                     scsi::sense::Sense::invalid_cdb(0, None)
                 } else {
@@ -566,16 +728,26 @@ impl FullFeature {
                 };
                 return self.send_response(itt, resp, r2t_count, out);
             }
-            let run = Task {
-                lun_field: task.lun_field,
+            let WriteTask {
+                lun_field,
+                cdb,
+                attribute,
+                direction,
+                expected_len,
+                buf,
+                ..
+            } = task;
+            let job = Job {
+                session: self.session.clone(),
                 itt,
-                cdb: &task.cdb,
-                data_out: &task.buf,
-                expected_len: task.expected_len,
-                direction: task.direction,
-                attribute: task.attribute,
+                lun_field,
+                cdb,
+                data_out: buf,
+                expected_len,
+                direction,
+                attribute,
             };
-            self.execute(run, r2t_count, out);
+            self.enqueue(job, r2t_count);
             return;
         }
         let mut r2ts = Vec::new();
@@ -675,25 +847,6 @@ impl FullFeature {
         Next::Continue
     }
 
-    /// Run a command and send its data and status.
-    fn execute(&mut self, task: Task<'_>, r2t_count: u32, out: &mut dyn Transmit) {
-        let session = self.session.clone();
-        let SessionKind::Normal { scsi, nexus, .. } = &session.kind else {
-            return;
-        };
-        let cmd = Command {
-            lun: decode_lun(task.lun_field),
-            cdb: task.cdb,
-            data_out: task.data_out,
-            expected_len: task.expected_len,
-            direction: task.direction,
-            attribute: task.attribute,
-            tag: task.itt,
-        };
-        let resp = scsi.execute(nexus, &cmd);
-        self.send_response(task.itt, resp, r2t_count, out);
-    }
-
     /// Data-In PDUs (each at most the initiator's MaxRecvDataSegmentLength, a sequence
     /// at most MaxBurstLength), with the status folded into the last one when the
     /// command succeeded; else a SCSI Response.
@@ -767,9 +920,9 @@ impl FullFeature {
     fn task_management(&mut self, pdu: Pdu, out: &mut dyn Transmit) -> Next {
         let session = self.session.clone();
         let SessionKind::Normal {
-            target: target_name,
             scsi: target,
             nexus,
+            ..
         } = &session.kind
         else {
             return self.violation(Violation::NotOnDiscoverySession, &pdu.bhs, out);
@@ -777,51 +930,97 @@ impl FullFeature {
         let b = &pdu.bhs;
         let function = b.flags() & 0x7f;
         let lun = decode_lun(b.lun_field());
-        let mut cold_reset = false;
+        // Tasks the function ends: those not started are withdrawn now; running ones are
+        // waited for (their responses dropped) before the function completes.
+        let mut wait_for = HashSet::new();
         let response = match function {
             1 => {
                 let rtt = b.ref_task_tag();
-                if self.tasks.remove(&rtt).is_some() {
-                    self.aborted.insert(rtt);
+                if self.withdraw(rtt) {
                     target.task_management(nexus, TmfFunction::AbortTask { tag: rtt }, lun);
-                    TmfResponse::FunctionComplete
+                    Some(TmfResponse::FunctionComplete)
+                } else if self.running.contains_key(&rtt) {
+                    wait_for.insert(rtt);
+                    None
                 } else {
-                    // Not in progress. A command that completed already (they run
-                    // inline) has a CmdSN below ExpCmdSN: "task does not exist". A
-                    // RefCmdSN inside the window that never arrived is taken as
-                    // received and the abort succeeds (RFC 7143 §11.5.1).
+                    // Not in progress: a command that completed already has a CmdSN
+                    // below ExpCmdSN, "task does not exist". A RefCmdSN inside the
+                    // window that never arrived is taken as received and the abort
+                    // succeeds (RFC 7143 §11.5.1).
                     let ref_sn = b.ref_cmd_sn();
                     let before_tmf = sn_lt(ref_sn, b.cmd_sn());
                     if before_tmf && session.window().absorb_missing(ref_sn) {
-                        TmfResponse::FunctionComplete
+                        Some(TmfResponse::FunctionComplete)
                     } else {
-                        TmfResponse::TaskDoesNotExist
+                        Some(TmfResponse::TaskDoesNotExist)
                     }
                 }
             }
             2 | 4 | 5 => {
-                self.drop_tasks(Some(lun));
-                let f = match function {
-                    2 => TmfFunction::AbortTaskSet,
-                    4 => TmfFunction::ClearTaskSet,
-                    _ => TmfFunction::LogicalUnitReset,
-                };
-                target.task_management(nexus, f, lun)
+                wait_for = self.drop_tasks(Some(lun));
+                None
             }
-            3 => target.task_management(nexus, TmfFunction::ClearAca, lun),
-            6 => {
-                self.drop_tasks(None);
-                target.task_management(nexus, TmfFunction::TargetWarmReset, lun)
-            }
-            7 => {
-                self.drop_tasks(None);
-                cold_reset = true;
-                target.task_management(nexus, TmfFunction::TargetColdReset, lun)
+            3 => None,
+            6 | 7 => {
+                wait_for = self.drop_tasks(None);
+                None
             }
             // TASK REASSIGN needs ErrorRecoveryLevel 2.
-            8 => TmfResponse::TaskStillAllocated,
-            _ => TmfResponse::NotSupported,
+            8 => Some(TmfResponse::TaskStillAllocated),
+            _ => Some(TmfResponse::NotSupported),
         };
+        let tmf = PendingTmf {
+            itt: b.itt(),
+            function,
+            lun,
+            wait_for,
+            response,
+        };
+        // A cold reset ends the sessions, running tasks with them: no waiting.
+        if tmf.wait_for.is_empty() || function == 7 {
+            return self.finish_tmf(tmf, out);
+        }
+        self.cancelled.extend(tmf.wait_for.iter().copied());
+        tracing::debug!(
+            function,
+            lun,
+            running = tmf.wait_for.len(),
+            "task management waits for running tasks"
+        );
+        self.tmfs.push(tmf);
+        Next::Continue
+    }
+
+    /// Complete a task management function once the tasks it ends are gone.
+    fn finish_tmf(&mut self, tmf: PendingTmf, out: &mut dyn Transmit) -> Next {
+        let session = self.session.clone();
+        let SessionKind::Normal {
+            target: target_name,
+            scsi: target,
+            nexus,
+        } = &session.kind
+        else {
+            return Next::Continue;
+        };
+        let PendingTmf {
+            itt,
+            function,
+            lun,
+            response,
+            ..
+        } = tmf;
+        let response = response.unwrap_or_else(|| {
+            let f = match function {
+                1 => TmfFunction::AbortTask { tag: 0 },
+                2 => TmfFunction::AbortTaskSet,
+                3 => TmfFunction::ClearAca,
+                4 => TmfFunction::ClearTaskSet,
+                5 => TmfFunction::LogicalUnitReset,
+                6 => TmfFunction::TargetWarmReset,
+                _ => TmfFunction::TargetColdReset,
+            };
+            target.task_management(nexus, f, lun)
+        });
         let code = match (function, response) {
             (8, _) => 4, // task allegiance reassignment not supported
             (_, TmfResponse::FunctionComplete) => 0,
@@ -836,10 +1035,10 @@ impl FullFeature {
         let mut r = Bhs::new(Opcode::TaskMgmtResponse);
         r.set_flags(flags::FINAL);
         r.set_byte2(code);
-        r.set_itt(b.itt());
+        r.set_itt(itt);
         self.fill_sn(&mut r, true);
         out.send(r, &[]);
-        if cold_reset {
+        if function == 7 {
             // A cold reset ends every session of the target (RFC 7143 §11.5.1).
             Next::EndTargetSessions(target_name.clone())
         } else {
@@ -847,17 +1046,29 @@ impl FullFeature {
         }
     }
 
-    fn drop_tasks(&mut self, lun: Option<u64>) {
-        let gone: Vec<u32> = self
-            .tasks
-            .iter()
-            .filter(|(_, t)| lun.is_none_or(|l| decode_lun(t.lun_field) == l))
-            .map(|(itt, _)| *itt)
-            .collect();
-        for itt in gone {
-            self.tasks.remove(&itt);
+    /// Withdraw a task that has not started (waiting for Data-Out, or for the task set).
+    /// Returns whether there was one.
+    fn withdraw(&mut self, itt: u32) -> bool {
+        let waiting_for_data = self.tasks.remove(&itt).is_some();
+        let queued = self.waiting.remove(&itt).is_some();
+        if waiting_for_data || queued {
+            self.taskset.remove(itt);
             self.aborted.insert(itt);
+            return true;
         }
+        false
+    }
+
+    /// Withdraw every task of `lun` (of every LUN with `None`) that has not started;
+    /// returns the running ones.
+    fn drop_tasks(&mut self, lun: Option<u64>) -> HashSet<u32> {
+        let mut running = HashSet::new();
+        for itt in self.taskset.tags(lun) {
+            if !self.withdraw(itt) && self.running.contains_key(&itt) {
+                running.insert(itt);
+            }
+        }
+        running
     }
 
     // ---- text (SendTargets) ------------------------------------------------------------
@@ -1134,9 +1345,25 @@ mod tests {
             Conn::with(normal(), SessionParams::default())
         }
 
+        /// Feeds the input, then runs every job it made ready inline (the socket loop
+        /// runs them on the LU's workers), as the task set releases them.
         fn input(&mut self, input: Input) -> (Next, Vec<(Bhs, Vec<u8>)>) {
             let next = self.core.handle(input, &mut self.sent);
+            self.run_ready();
             (next, std::mem::take(&mut self.sent.0))
+        }
+
+        fn run_ready(&mut self) {
+            loop {
+                let jobs = self.core.take_ready();
+                if jobs.is_empty() {
+                    return;
+                }
+                for job in jobs {
+                    let resp = job.execute();
+                    let _ = self.core.complete(job.itt(), resp, &mut self.sent);
+                }
+            }
         }
 
         fn pdu(&mut self, pdu: Pdu) -> (Next, Vec<(Bhs, Vec<u8>)>) {
@@ -1606,6 +1833,197 @@ mod tests {
         assert_eq!(tags.set.len(), ABORTED_TAGS_KEPT);
         assert!(!tags.contains(9), "oldest forgotten");
         assert!(tags.contains(10) && tags.contains(n - 1));
+    }
+
+    // ---- concurrent execution: the core hands out jobs, completions come back in any
+    // order (the socket loop runs them on the LU's workers) ----
+
+    impl Conn {
+        /// Feeds a PDU without running the jobs it makes ready.
+        fn hold(&mut self, pdu: Pdu) -> Vec<(Bhs, Vec<u8>)> {
+            let _ = self.core.handle(Input::Pdu(pdu), &mut self.sent);
+            std::mem::take(&mut self.sent.0)
+        }
+
+        /// Runs a job and completes it: what it sent.
+        fn finish(&mut self, job: Job) -> Vec<(Bhs, Vec<u8>)> {
+            let resp = job.execute();
+            let _ = self.core.complete(job.itt(), resp, &mut self.sent);
+            std::mem::take(&mut self.sent.0)
+        }
+
+        fn ready_tags(&mut self) -> Vec<(u32, Job)> {
+            self.core
+                .take_ready()
+                .into_iter()
+                .map(|j| (j.itt(), j))
+                .collect()
+        }
+    }
+
+    fn tags(jobs: &[(u32, Job)]) -> Vec<u32> {
+        jobs.iter().map(|(t, _)| *t).collect()
+    }
+
+    /// A READ(10) of one block with task attribute `attr` (1 SIMPLE, 2 ORDERED, 3 HoQ).
+    fn read_with(conn: &mut Conn, itt: u32, lba: u32, attr: u8) -> Pdu {
+        let mut p = conn.command(
+            itt,
+            &rw10(0x28, lba, 1),
+            flags::READ | flags::FINAL,
+            BS,
+            &[],
+        );
+        p.bhs.0[1] = (p.bhs.0[1] & !7) | attr;
+        p
+    }
+
+    #[test]
+    fn simple_commands_run_together_and_complete_in_any_order_with_consistent_data() {
+        let mut c = Conn::new();
+        for (i, seed) in [(0u32, 1u8), (1, 2), (2, 3)] {
+            let w = c.write(0x10 + i, i, 1, &pattern(BS as usize, seed), true);
+            let _ = c.pdu(w);
+        }
+        for (itt, lba) in [(1, 0), (2, 1), (3, 2)] {
+            let p = read_with(&mut c, itt, lba, 1);
+            assert!(
+                c.hold(p).is_empty(),
+                "nothing is sent before a command runs"
+            );
+        }
+        let mut jobs = c.ready_tags();
+        assert_eq!(
+            tags(&jobs),
+            vec![1, 2, 3],
+            "SIMPLE commands all start at once"
+        );
+        assert_eq!(c.core.in_flight(), 3);
+        // The workers finish them backwards: each response carries its own data, and
+        // StatSN follows the order the statuses go out.
+        let mut stat_sns = Vec::new();
+        while let Some((itt, job)) = jobs.pop() {
+            let sent = c.finish(job);
+            let (b, d) = only(sent);
+            assert_eq!(b.opcode(), Opcode::DataIn);
+            assert_eq!(b.itt(), itt);
+            assert_ne!(b.flags() & flags::STATUS, 0);
+            assert_eq!(d, pattern(BS as usize, itt as u8), "data of task {itt}");
+            stat_sns.push(b.stat_sn());
+        }
+        assert_eq!(
+            stat_sns,
+            vec![stat_sns[0], stat_sns[0] + 1, stat_sns[0] + 2]
+        );
+        assert_eq!(c.core.in_flight(), 0);
+    }
+
+    #[test]
+    fn an_ordered_command_waits_for_the_older_ones_and_holds_back_the_newer() {
+        let mut c = Conn::new();
+        let p = read_with(&mut c, 1, 0, 1);
+        c.hold(p);
+        let p = read_with(&mut c, 2, 0, 2); // ORDERED
+        c.hold(p);
+        let p = read_with(&mut c, 3, 0, 1);
+        c.hold(p);
+        let mut first = c.ready_tags();
+        assert_eq!(tags(&first), vec![1]);
+        let p = read_with(&mut c, 4, 0, 3); // HEAD OF QUEUE overtakes them all
+        c.hold(p);
+        let hoq = c.ready_tags();
+        assert_eq!(tags(&hoq), vec![4]);
+        c.finish(first.pop().unwrap().1);
+        assert!(
+            c.ready_tags().is_empty(),
+            "ORDERED waits for the HEAD OF QUEUE task"
+        );
+        for (_, j) in hoq {
+            c.finish(j);
+        }
+        let ordered = c.ready_tags();
+        assert_eq!(tags(&ordered), vec![2]);
+        for (_, j) in ordered {
+            c.finish(j);
+        }
+        assert_eq!(tags(&c.ready_tags()), vec![3]);
+    }
+
+    #[test]
+    fn abort_task_of_a_running_command_answers_after_it_ends_and_drops_its_response() {
+        let mut c = Conn::new();
+        let p = read_with(&mut c, 7, 0, 1);
+        c.hold(p);
+        let mut running = c.ready_tags();
+        let sn = c.next_cmd_sn();
+        let sent = c.hold(abort_task(0x99, sn, 7, sn - 1));
+        assert!(
+            sent.is_empty(),
+            "no TMF response while the task runs: {sent:?}"
+        );
+        let sent = c.finish(running.pop().unwrap().1);
+        let (b, _) = only(sent);
+        assert_eq!(
+            b.opcode(),
+            Opcode::TaskMgmtResponse,
+            "the aborted read's data is dropped"
+        );
+        assert_eq!(b.itt(), 0x99);
+        assert_eq!(b.byte2(), 0, "FUNCTION COMPLETE");
+    }
+
+    #[test]
+    fn lun_reset_withdraws_queued_commands_and_waits_for_running_ones() {
+        let mut c = Conn::new();
+        let p = read_with(&mut c, 1, 0, 1);
+        c.hold(p);
+        let p = read_with(&mut c, 2, 0, 2); // ORDERED: queued behind 1
+        c.hold(p);
+        let mut running = c.ready_tags();
+        assert_eq!(tags(&running), vec![1]);
+        let sn = c.next_cmd_sn();
+        let mut reset = bare(Opcode::TaskMgmtRequest, flags::FINAL | 5, 0x77, sn);
+        reset.bhs.0[0] |= 0x40;
+        assert!(c.hold(reset).is_empty());
+        assert!(c.ready_tags().is_empty(), "the queued command never runs");
+        let sent = c.finish(running.pop().unwrap().1);
+        let (b, _) = only(sent);
+        assert_eq!(b.opcode(), Opcode::TaskMgmtResponse);
+        assert_eq!((b.itt(), b.byte2()), (0x77, 0));
+        assert_eq!(c.core.in_flight(), 0);
+        // The tags are free again.
+        let p = read_with(&mut c, 2, 0, 1);
+        c.hold(p);
+        assert_eq!(tags(&c.ready_tags()), vec![2]);
+    }
+
+    #[test]
+    fn a_write_waiting_for_r2t_data_keeps_its_place_before_an_ordered_command() {
+        let mut c = Conn::new(); // InitialR2T=Yes: the write's data comes through an R2T
+        let w = c.write(1, 4, 1, &[], true);
+        let sent = c.hold(w);
+        assert_eq!(sent[0].0.opcode(), Opcode::R2t);
+        let ttt = sent[0].0.ttt();
+        let p = read_with(&mut c, 2, 4, 2); // ORDERED read of the same block
+        c.hold(p);
+        assert!(
+            c.ready_tags().is_empty(),
+            "the read waits for the older write"
+        );
+        c.hold(data_out(1, ttt, 0, 0, &pattern(BS as usize, 9), true));
+        let write = c.ready_tags();
+        assert_eq!(tags(&write), vec![1]);
+        for (_, j) in write {
+            c.finish(j);
+        }
+        let read = c.ready_tags();
+        assert_eq!(tags(&read), vec![2]);
+        let sent = c.finish(read.into_iter().next().unwrap().1);
+        assert_eq!(
+            only(sent).1,
+            pattern(BS as usize, 9),
+            "the read sees the write"
+        );
     }
 
     #[test]

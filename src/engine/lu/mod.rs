@@ -3,7 +3,8 @@
 //! Owns: opening a model [`Extent`] as a [`LogicalUnit`] (file, block device or
 //! ramdisk), its identity (serial, NAA designator, block size, rotation rate, read-only)
 //! and positional block I/O through the [`BlockStore`] trait: read, write (optionally
-//! durable, for FUA), flush, deallocate (hole punching) and allocation status.
+//! durable, for FUA), flush, deallocate (hole punching) and allocation status; and the
+//! LU's I/O threads ([`IoWorkers`], `workers.rs`) that run its commands concurrently.
 //! Does not: speak SCSI. CDB decoding, sense data, reservations and unit attentions
 //! live in `engine::scsi`, which keeps its per-LU state in the LU's
 //! [`LogicalUnit::attachment`] slot so that an LU shared by several targets shares
@@ -22,6 +23,7 @@
 mod file;
 mod platform;
 mod ramdisk;
+mod workers;
 
 use std::any::Any;
 use std::fmt;
@@ -33,6 +35,7 @@ use crate::model::{Backing, Extent, Rpm};
 
 pub use file::FileStore;
 pub use ramdisk::RamStore;
+pub use workers::{IoWorkers, IO_WORKERS};
 
 /// Why an extent could not be opened as a logical unit.
 #[derive(Debug, thiserror::Error)]
@@ -150,6 +153,8 @@ pub struct LogicalUnit {
     naa: Vec<u8>,
     rotation_rate: u16,
     attachment: OnceLock<Box<dyn Any + Send + Sync>>,
+    /// The threads that run this LU's commands (started on first use).
+    workers: IoWorkers,
 }
 
 impl fmt::Debug for LogicalUnit {
@@ -192,7 +197,9 @@ impl LogicalUnit {
     /// rounded down to whole blocks.
     pub fn new(identity: LuIdentity, kind: BackingKind, store: Box<dyn BlockStore>) -> Self {
         let num_blocks = store.len() / u64::from(identity.block_size.max(1));
+        let workers = IoWorkers::new(&identity.name, IO_WORKERS);
         LogicalUnit {
+            workers,
             name: identity.name,
             kind,
             store,
@@ -239,6 +246,10 @@ impl LogicalUnit {
     }
     pub fn rotation_rate(&self) -> u16 {
         self.rotation_rate
+    }
+    /// The bounded pool of threads that runs this LU's commands.
+    pub fn workers(&self) -> &IoWorkers {
+        &self.workers
     }
 
     /// A slot for the command layer's per-LU state (reservations, unit attentions,

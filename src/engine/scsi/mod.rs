@@ -7,7 +7,10 @@
 //! is [`Response`] (and [`TmfResponse`]).
 //!
 //! The transport calls [`ScsiService::execute`] synchronously (it may block on file
-//! I/O; the transport decides which thread runs it).
+//! I/O; the transport decides which thread runs it: the LU's I/O workers, see
+//! `lu::IoWorkers`), from several threads at once. Which commands may run together is
+//! the transport's to decide with a [`taskset::TaskSet`] (task attributes); writes
+//! against COMPARE AND WRITE are serialised here (`LuState::io`).
 //!
 //! In → out: [`ScsiTarget`] (one per iSCSI target, holding its LUN map) receives a
 //! [`Command`] for a [`Nexus`]; `target.rs` checks the LUN, unit attentions and
@@ -27,6 +30,7 @@ pub mod sense;
 mod spc;
 mod state;
 mod target;
+pub mod taskset;
 #[cfg(test)]
 mod tests;
 mod xcopy;

@@ -85,6 +85,11 @@ impl ScsiTarget {
         }
     }
 
+    /// The LU mapped at `lun`, if any (the transport runs its commands on its workers).
+    pub fn lu(&self, lun: u64) -> Option<Arc<LogicalUnit>> {
+        self.view().luns.get(&lun).cloned()
+    }
+
     /// The LUN map in force.
     pub fn luns(&self) -> BTreeMap<u64, Arc<LogicalUnit>> {
         self.view().luns.clone()
