@@ -100,6 +100,26 @@ pub fn engine_limits(model: &Model) -> Vec<Refusal> {
             fix: "set alua = false".into(),
         });
     }
+    for e in model.extents.values().filter(|e| e.model_alias) {
+        out.push(Refusal {
+            kind: "unsupported",
+            object: Some(ObjectId::Backstore { name: e.name.clone() }),
+            origin: Some(e.origin.clone()),
+            problem: format!("extent {:?}: model_alias = true: the userspace engine reports its own INQUIRY product identification, not the extent's name", e.name),
+            fix: "remove model_alias (initiators then see the engine's product id), or use the LIO backend".into(),
+        });
+    }
+    for t in model.targets.values() {
+        for g in t.groups.iter().filter(|g| g.chap_optional) {
+            out.push(Refusal {
+                kind: "unsupported",
+                object: Some(ObjectId::Target { target: t.key.clone() }),
+                origin: Some(g.origin.clone()),
+                problem: format!("target {:?}, group on portal {:?}: chap = \"optional\": the userspace engine requires CHAP whenever a group has credentials", t.key, g.portal),
+                fix: "remove chap = \"optional\" (CHAP is then required), or use the LIO backend".into(),
+            });
+        }
+    }
     out
 }
 
