@@ -1212,6 +1212,7 @@ fn export_of_a_targetcli_fb_built_host_reapplies_as_a_noop() {
     let built = vm.host_sh(
         "set -e
 command -v targetcli >/dev/null || { echo 'targetcli-fb is not installed on the host (apt-get install targetcli-fb)' >&2; exit 1; }
+command -v dbus-daemon >/dev/null || { echo 'dbus-daemon is not installed on the host (apt-get install dbus-daemon)' >&2; exit 1; }
 mkdir -p /run/dbus
 dbus-daemon --system --fork
 python3 /mnt/host/drive-targetcli.py /mnt/host/targetcli.cmds
