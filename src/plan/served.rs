@@ -504,6 +504,25 @@ initiator_group = "hosts"
     }
 
     #[test]
+    fn refuses_lio_only_model_alias_and_optional_chap() {
+        let with = model(&format!(
+            "{}auth = \"a\"\nchap = \"optional\"\n[auth.a]\nuser = \"u\"\nsecret = \"initiator2Target\"\n",
+            BASE.replace("size = \"4MiB\"\n[extent.r1]", "size = \"4MiB\"\nmodel_alias = true\n[extent.r1]")
+        ));
+        let refusals = engine_limits(&with);
+        let text: Vec<String> = refusals.iter().map(|r| r.to_string()).collect();
+        assert_eq!(refusals.len(), 2, "{text:#?}");
+        assert!(
+            text[0].contains("extent \"r0\"") && text[0].contains("model_alias"),
+            "{text:#?}"
+        );
+        assert!(text[1].contains("chap = \"optional\""), "{text:#?}");
+        assert!(refusals
+            .iter()
+            .all(|r| r.kind == "unsupported" && r.origin.is_some()));
+    }
+
+    #[test]
     fn the_same_model_plans_nothing() {
         let m = model(BASE);
         let p = diff_served(&m, &m, &[session(1, "iqn.1994-05.com.redhat:a")], false);
