@@ -524,3 +524,60 @@ fn status_shows_an_interrupted_apply_and_the_next_apply_converges() {
     assert_eq!(st["unmanaged"][0]["address"], "discovery_auth", "{st}");
     assert_eq!(st["managed"], 0, "{st}");
 }
+
+/// The `core/<hba>/<name>` directory of the storage object `name`.
+fn backstore_dir(sim: &Sim, name: &str) -> PathBuf {
+    use isctl::backend::lio::ConfigFs;
+    let core = Sim::default_root().join("core");
+    for hba in sim.read_dir(&core).unwrap() {
+        let dir = core.join(&hba.name).join(name);
+        if sim.exists(&dir) {
+            return dir;
+        }
+    }
+    panic!("no storage object {name:?} under {}", core.display());
+}
+
+/// The drift rule (docs/reconcile.md "Drift"): a policy attribute the model does not name
+/// but that someone set behind isctl's back is drift in `status` (with and without the
+/// model), a change in `plan`, and `apply` writes the kernel default back.
+#[test]
+fn an_attribute_the_model_does_not_name_is_drift_and_apply_repairs_it() {
+    use isctl::backend::lio::ConfigFs;
+    let e = Env::new();
+    let m = model();
+    e.run(&["apply", "--auto-approve", &m]).assert_exit(0);
+    e.run(&["plan", "--detailed-exitcode", &m]).assert_exit(0);
+    let sim = e.sim();
+    let tpu = backstore_dir(&sim, "lun0").join("attrib/emulate_tpu");
+    assert_eq!(sim.read(&tpu).unwrap(), b"0\n");
+    sim.write(&tpu, b"1").unwrap();
+    sim.save(&e.sim_file()).unwrap();
+
+    let o = e.run(&["status", &m]);
+    o.assert_exit(2);
+    assert!(
+        o.stdout.contains("attrib/emulate_tpu"),
+        "status must name the attribute\n{}",
+        o.stdout
+    );
+    let o = e.run(&["status"]);
+    assert!(
+        o.stdout.contains("attrib/emulate_tpu"),
+        "status without the model must show it from the last apply's record\n{}",
+        o.stdout
+    );
+    let o = e.run(&["plan", "--detailed-exitcode", &m]);
+    o.assert_exit(2);
+    assert!(
+        o.stdout.contains("attrib/emulate_tpu") && o.stdout.contains("\"lun0\""),
+        "{}",
+        o.stdout
+    );
+    let o = e.run(&["apply", "--auto-approve", &m]);
+    o.assert_exit(0);
+    assert!(o.stdout.contains("1 changed"), "{}", o.stdout);
+    assert_eq!(e.sim().read(&tpu).unwrap(), b"0\n", "apply must repair it");
+    e.run(&["plan", "--detailed-exitcode", &m]).assert_exit(0);
+    e.run(&["status", &m]).assert_exit(0);
+}

@@ -54,6 +54,8 @@ fn targetcli_tree(sim: &Sim) {
     );
     wr(sim, "core/fileio_0/disk1/udev_path", "/srv/iscsi/disk1.img");
     wr(sim, "core/fileio_0/disk1/enable", "1");
+    // rtslib, on every object it creates (targetcli's export_backstore_name_as_model).
+    wr(sim, "core/fileio_0/disk1/attrib/emulate_model_alias", "1");
     wr(
         sim,
         "core/fileio_0/disk1/wwn/vpd_unit_serial",
@@ -63,6 +65,8 @@ fn targetcli_tree(sim: &Sim) {
     mk(sim, "core/rd_mcp_1/ram1");
     wr(sim, "core/rd_mcp_1/ram1/control", "rd_pages=2048");
     wr(sim, "core/rd_mcp_1/ram1/enable", "1");
+    // rtslib, on every object it creates (targetcli's export_backstore_name_as_model).
+    wr(sim, "core/rd_mcp_1/ram1/attrib/emulate_model_alias", "1");
     wr(
         sim,
         "core/rd_mcp_1/ram1/wwn/vpd_unit_serial",
@@ -73,6 +77,8 @@ fn targetcli_tree(sim: &Sim) {
     wr(sim, "core/iblock_2/blk1/control", "udev_path=/dev/ram1");
     wr(sim, "core/iblock_2/blk1/udev_path", "/dev/ram1");
     wr(sim, "core/iblock_2/blk1/enable", "1");
+    // rtslib, on every object it creates (targetcli's export_backstore_name_as_model).
+    wr(sim, "core/iblock_2/blk1/attrib/emulate_model_alias", "1");
     wr(
         sim,
         "core/iblock_2/blk1/wwn/vpd_unit_serial",
@@ -180,6 +186,7 @@ fn targetcli_built_tree_exports_losslessly_and_plans_no_change() {
     assert!(ex.lossless(), "{:#?}", ex.problems);
     assert_eq!(ex.model.extents.len(), 3);
     assert!(ex.model.extents["ram1"].shared);
+    assert!(ex.model.extents.values().all(|e| e.model_alias));
     let text = render_toml(&ex.model, &SecretsMode::Show, &[]);
     let loaded = isctl::model::load_str("exported.toml", &text)
         .unwrap_or_else(|e| panic!("{e}\n{}", text.as_str()))
@@ -193,6 +200,47 @@ fn targetcli_built_tree_exports_losslessly_and_plans_no_change() {
     h.apply_plan(&p).unwrap();
     assert_eq!(h.sim.mutations(), before);
     assert!(h.managed().len() > 10, "adopted objects are now managed");
+}
+
+/// targetcli's `acls/<I> set auth ...` leaves the TPG at authentication = 0: CHAP is
+/// used when offered, the model's `chap = "optional"`, and the export round-trips.
+#[test]
+fn acl_chap_without_tpg_authentication_exports_as_chap_optional() {
+    let h = Host::new();
+    targetcli_tree(&h.sim);
+    let t = format!("iscsi/{T1}/tpgt_1");
+    for init in [I1, I2] {
+        for (f, v) in [
+            ("userid", "client"),
+            ("password", "clientSecret12"),
+            ("userid_mutual", "target"),
+            ("password_mutual", "targetSecret34"),
+        ] {
+            wr(&h.sim, &format!("{t}/acls/{init}/auth/{f}"), v);
+        }
+    }
+    let ex = to_model(&h.observe_full().state);
+    assert!(ex.lossless(), "{:#?}", ex.problems);
+    let g = &ex
+        .model
+        .targets
+        .values()
+        .find(|x| x.key == T1)
+        .unwrap()
+        .groups[0];
+    assert!(g.chap_optional);
+    assert_eq!(g.auth_method, isctl::model::AuthMethod::MutualChap);
+    let text = render_toml(&ex.model, &SecretsMode::Show, &[]);
+    assert!(text.contains("chap = \"optional\""), "{}", text.as_str());
+    let loaded = isctl::model::load_str("exported.toml", &text)
+        .unwrap_or_else(|e| panic!("{e}\n{}", text.as_str()))
+        .model;
+    let (_, p) = h.plan_state(&state::lower(&loaded).unwrap(), no_opts());
+    assert!(p.is_empty(), "{:#?}", p.changes);
+    // Required instead (authentication = 1) is a change of that one TPG attribute.
+    wr(&h.sim, &format!("{t}/attrib/authentication"), "1");
+    let (_, p) = h.plan_state(&state::lower(&loaded).unwrap(), no_opts());
+    assert_eq!(p.changes.len(), 1, "{:#?}", p.changes);
 }
 
 #[test]

@@ -889,6 +889,7 @@ impl<'a> Conv<'a> {
                 initiator_group: access.initiator_group,
                 auth: access.auth,
                 auth_method: access.method,
+                chap_optional: false,
                 origin: origin(self.file, line),
             });
         }
@@ -1103,6 +1104,7 @@ impl<'a> Conv<'a> {
                 shared: false,
                 // A ramdisk has no medium to write back to (the model refuses the key).
                 write_back: write_back && !matches!(backing_kind, "ramdisk"),
+                model_alias: false,
                 origin: origin(self.file, line),
             },
         );

@@ -840,6 +840,7 @@ fn convert(
                 enabled: true,
                 shared: false,
                 write_back,
+                model_alias: false,
                 origin: origin(Path::new(&f), l),
             };
             let ename = match store_owner.get(&s.path) {
@@ -996,6 +997,7 @@ fn convert(
                     initiator_group,
                     auth,
                     auth_method,
+                    chap_optional: false,
                     origin: origin(&tf, tl),
                 }],
                 origin: origin(&tf, tl),

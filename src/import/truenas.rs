@@ -546,6 +546,7 @@ pub fn convert_with_lines(docs: &Docs, lines: &Lines) -> Result<Imported, Import
                 enabled: boolean(e, "enabled").unwrap_or(true),
                 shared: false,
                 write_back: false,
+                model_alias: false,
                 origin: origin(Path::new(&efile), 0),
             },
         );
@@ -716,6 +717,7 @@ pub fn convert_with_lines(docs: &Docs, lines: &Lines) -> Result<Imported, Import
                 initiator_group: ig,
                 auth,
                 auth_method: method,
+                chap_optional: false,
                 origin: origin(Path::new(&tfile), 0),
             });
         }

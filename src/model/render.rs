@@ -187,6 +187,9 @@ pub fn render_toml(m: &Model, secrets: &SecretsMode, header: &[String]) -> Zeroi
         if e.write_back {
             let _ = writeln!(o, "write_back = true");
         }
+        if e.model_alias {
+            let _ = writeln!(o, "model_alias = true");
+        }
     }
     for t in m.targets.values() {
         let k = key(&t.key);
@@ -209,6 +212,9 @@ pub fn render_toml(m: &Model, secrets: &SecretsMode, header: &[String]) -> Zeroi
             if let Some(a) = &g.auth {
                 let _ = writeln!(o, "auth = {}", q(a));
                 let _ = writeln!(o, "auth_method = {}", q(method(g.auth_method)));
+                if g.chap_optional {
+                    let _ = writeln!(o, "chap = \"optional\"");
+                }
             }
         }
     }
@@ -301,6 +307,9 @@ pub fn render_json(m: &Model, secrets: &SecretsMode) -> Value {
         if e.write_back {
             v["write_back"] = json!(true);
         }
+        if e.model_alias {
+            v["model_alias"] = json!(true);
+        }
         extents.insert(n.clone(), v);
     }
     let mut targets = Map::new();
@@ -313,6 +322,9 @@ pub fn render_json(m: &Model, secrets: &SecretsMode) -> Value {
                 if let Some(a) = &g.auth {
                     gv["auth"] = json!(a);
                     gv["auth_method"] = json!(method(g.auth_method));
+                    if g.chap_optional {
+                        gv["chap"] = json!("optional");
+                    }
                 }
                 gv
             }).collect::<Vec<_>>(),

@@ -558,3 +558,30 @@ fn never_panics_on_mangled_models() {
         "only {invalid} of 2000 mangled models were invalid"
     );
 }
+
+#[test]
+fn model_alias_is_an_extent_switch() {
+    assert!(!ok(BASE).model.extents["lun0"].model_alias);
+    let on = BASE.replace("size = \"64MiB\"", "size = \"64MiB\"\nmodel_alias = true");
+    assert!(ok(&on).model.extents["lun0"].model_alias);
+    let rendered = render::render_toml(&ok(&on).model, &render::SecretsMode::Show, &[]);
+    assert!(rendered.contains("model_alias = true"), "{}", *rendered);
+}
+
+#[test]
+fn chap_optional_needs_chap_and_a_known_policy() {
+    let with_auth = format!(
+        "{BASE}auth = \"a\"\nchap = \"optional\"\n[auth.a]\nuser = \"u\"\nsecret = \"initiator2Target\"\n"
+    );
+    let m = ok(&with_auth).model;
+    let g = &m.targets.values().next().unwrap().groups[0];
+    assert!(g.chap_optional);
+    assert_eq!(g.auth_method, AuthMethod::Chap);
+    let required = with_auth.replace("chap = \"optional\"", "chap = \"required\"");
+    assert!(!ok(&required).model.targets.values().next().unwrap().groups[0].chap_optional);
+    let e = one_error(&with_auth.replace("chap = \"optional\"", "chap = \"maybe\""));
+    assert!(e.problem.contains("not a CHAP policy"), "{}", e.problem);
+    let e = one_error(&format!("{BASE}chap = \"optional\"\n"));
+    assert!(e.problem.contains("no CHAP"), "{}", e.problem);
+    assert!(e.fix.contains("auth"), "{}", e.fix);
+}

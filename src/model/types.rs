@@ -168,6 +168,10 @@ pub struct Extent {
     /// `false` (the default): every write reaches the medium before it is acknowledged.
     /// LIO: fileio `fd_buffered_io=1` (targetcli's default). File and block extents.
     pub write_back: bool,
+    /// The extent's name is its INQUIRY product identification (the first 15 characters),
+    /// instead of the backend's generic one. LIO: `attrib/emulate_model_alias = 1`, which
+    /// targetcli sets on every storage object it creates (`export_backstore_name_as_model`).
+    pub model_alias: bool,
     pub origin: Origin,
 }
 
@@ -246,5 +250,10 @@ pub struct TargetGroup {
     pub auth: Option<String>,
     /// Defaults to `Chap` when `auth` is set, else `None`.
     pub auth_method: AuthMethod,
+    /// `chap = "optional"`: the group's CHAP credentials are used when an initiator offers
+    /// CHAP, and an initiator offering only `AuthMethod=None` logs in without it (LIO: the
+    /// ACLs carry the credentials, the TPG's `attrib/authentication = 0`; what targetcli
+    /// leaves after `set auth` on an ACL). `false` (the default): CHAP is required.
+    pub chap_optional: bool,
     pub origin: Origin,
 }

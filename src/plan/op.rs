@@ -91,6 +91,8 @@ pub enum BackstoreSetting {
     Nonrotational(bool),
     /// fileio `fd_dev_size`, through `control` (the LUN's capacity).
     FileSize(u64),
+    /// A policy attribute `attrib/<name>` (`state::POLICY_ATTRIBUTES`) and its value.
+    Attribute(&'static str, String),
 }
 
 impl BackstoreSetting {
@@ -101,6 +103,7 @@ impl BackstoreSetting {
             BackstoreSetting::BlockSize(_) => "block_size",
             BackstoreSetting::Nonrotational(_) => "nonrotational",
             BackstoreSetting::FileSize(_) => "size",
+            BackstoreSetting::Attribute(name, _) => name,
         }
     }
     pub fn value_string(&self) -> String {
@@ -110,6 +113,7 @@ impl BackstoreSetting {
             BackstoreSetting::BlockSize(b) => b.to_string(),
             BackstoreSetting::Nonrotational(b) => b.to_string(),
             BackstoreSetting::FileSize(s) => s.to_string(),
+            BackstoreSetting::Attribute(_, v) => v.clone(),
         }
     }
 }
@@ -618,6 +622,7 @@ impl Op {
                     nonrotational: None,
                     hba: Some(hba.clone()),
                     configured: true,
+                    attributes: Default::default(),
                     extra: Default::default(),
                     origin: None,
                 }),
@@ -664,6 +669,11 @@ impl Op {
                 }
                 if let Some(n) = backstore.nonrotational {
                     ops.push(set(BackstoreSetting::Nonrotational(n)));
+                }
+                for (name, value) in &backstore.attributes {
+                    if let Some(a) = crate::state::policy_attribute(name) {
+                        ops.push(set(BackstoreSetting::Attribute(a.name, value.clone())));
+                    }
                 }
                 ops
             }

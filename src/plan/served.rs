@@ -100,6 +100,26 @@ pub fn engine_limits(model: &Model) -> Vec<Refusal> {
             fix: "set alua = false".into(),
         });
     }
+    for e in model.extents.values().filter(|e| e.model_alias) {
+        out.push(Refusal {
+            kind: "unsupported",
+            object: Some(ObjectId::Backstore { name: e.name.clone() }),
+            origin: Some(e.origin.clone()),
+            problem: format!("extent {:?}: model_alias = true: the userspace engine reports its own INQUIRY product identification, not the extent's name", e.name),
+            fix: "remove model_alias (initiators then see the engine's product id), or use the LIO backend".into(),
+        });
+    }
+    for t in model.targets.values() {
+        for g in t.groups.iter().filter(|g| g.chap_optional) {
+            out.push(Refusal {
+                kind: "unsupported",
+                object: Some(ObjectId::Target { target: t.key.clone() }),
+                origin: Some(g.origin.clone()),
+                problem: format!("target {:?}, group on portal {:?}: chap = \"optional\": the userspace engine requires CHAP whenever a group has credentials", t.key, g.portal),
+                fix: "remove chap = \"optional\" (CHAP is then required), or use the LIO backend".into(),
+            });
+        }
+    }
     out
 }
 
@@ -481,6 +501,25 @@ initiator_group = "hosts"
             p.plan.refusals[0]
         );
         assert!(engine_limits(&m).is_empty());
+    }
+
+    #[test]
+    fn refuses_lio_only_model_alias_and_optional_chap() {
+        let with = model(&format!(
+            "{}auth = \"a\"\nchap = \"optional\"\n[auth.a]\nuser = \"u\"\nsecret = \"initiator2Target\"\n",
+            BASE.replace("size = \"4MiB\"\n[extent.r1]", "size = \"4MiB\"\nmodel_alias = true\n[extent.r1]")
+        ));
+        let refusals = engine_limits(&with);
+        let text: Vec<String> = refusals.iter().map(|r| r.to_string()).collect();
+        assert_eq!(refusals.len(), 2, "{text:#?}");
+        assert!(
+            text[0].contains("extent \"r0\"") && text[0].contains("model_alias"),
+            "{text:#?}"
+        );
+        assert!(text[1].contains("chap = \"optional\""), "{text:#?}");
+        assert!(refusals
+            .iter()
+            .all(|r| r.kind == "unsupported" && r.origin.is_some()));
     }
 
     #[test]

@@ -93,24 +93,24 @@ impl Exporter<'_> {
         name
     }
 
-    /// The auth method and credentials a set of LIO creds expresses; `None` (and a
-    /// problem) when the model cannot say it.
+    /// The auth method and credentials a set of LIO creds expresses, and whether CHAP
+    /// is optional; `None` (and a problem) when the model cannot say it.
     fn chap(
         &mut self,
         obj: &str,
         required: bool,
         creds: &ChapCreds,
         prefix: &str,
-    ) -> Option<(AuthMethod, Option<String>)> {
+    ) -> Option<(AuthMethod, Option<String>, bool)> {
         let mutual = !creds.userid_mutual.is_empty() || !creds.password_mutual.expose().is_empty();
         let one_way = !creds.userid.is_empty() || !creds.password.expose().is_empty();
-        if !required {
-            if one_way || mutual {
-                self.problem(obj, "CHAP credentials are set but CHAP is not required (authentication = 0): the model can say \"no CHAP\" or \"CHAP required\", not \"CHAP optional\"");
-                return None;
-            }
-            return Some((AuthMethod::None, None));
+        if !required && !one_way && !mutual {
+            return Some((AuthMethod::None, None, false));
         }
+        // Credentials without `authentication = 1`: used when the initiator offers CHAP
+        // (what targetcli leaves after `set auth` on an ACL), the model's
+        // `chap = "optional"`.
+        let optional = !required;
         if creds.userid.is_empty() || creds.password.expose().is_empty() {
             self.problem(obj, "CHAP is required but no user name or secret is set: no initiator can log in, which the model cannot express");
             return None;
@@ -141,6 +141,7 @@ impl Exporter<'_> {
                 AuthMethod::Chap
             },
             Some(name),
+            optional,
         ))
     }
 }
@@ -258,6 +259,18 @@ fn extents(x: &mut Exporter<'_>) {
                 continue;
             }
         };
+        let mut model_alias = false;
+        for (k, v) in &b.attributes {
+            if k == "emulate_model_alias" && v == "1" {
+                // targetcli sets it on every object it creates: the model's `model_alias`.
+                model_alias = true;
+                continue;
+            }
+            x.problem(
+                &obj,
+                format!("attrib/{k} = {v} (differs from the kernel default; the model has no key for it)"),
+            );
+        }
         for (k, v) in &b.extra {
             x.problem(
                 &obj,
@@ -293,6 +306,7 @@ fn extents(x: &mut Exporter<'_>) {
                         ..
                     }
                 ),
+                model_alias,
                 origin: origin(),
             },
         );
@@ -313,7 +327,7 @@ fn discovery(x: &mut Exporter<'_>) {
 fn targets(x: &mut Exporter<'_>) {
     let (disc_method, disc_group) = match x.s.discovery.clone() {
         Some(d) if d.enforce => match x.chap("discovery_auth", true, &d.creds, "discovery") {
-            Some((m, name)) => (m, name),
+            Some((m, name, _)) => (m, name),
             None => (AuthMethod::None, None),
         },
         _ => (AuthMethod::None, None),
@@ -484,14 +498,14 @@ fn tpg_group(
         }
     };
     let creds_empty = ChapCreds::default();
-    let (initiator_group, auth_method, auth) = if tpg.generate_node_acls {
+    let (initiator_group, auth_method, auth, chap_optional) = if tpg.generate_node_acls {
         if !tpg.acls.is_empty() {
             x.problem(&gobj, "demo mode (generate_node_acls = 1) with explicit ACLs as well; the model has either an initiator list or \"anyone\"");
             ok = false;
         }
         let creds = tpg.auth.clone().unwrap_or_default();
-        let (m, a) = x.chap(&gobj, tpg.authentication, &creds, "chap")?;
-        (None, m, a)
+        let (m, a, o) = x.chap(&gobj, tpg.authentication, &creds, "chap")?;
+        (None, m, a, o)
     } else {
         if tpg.acls.is_empty() {
             x.problem(&gobj, "no ACL and no demo mode: no initiator may log in, which the model cannot express (an empty initiator list means anyone)");
@@ -560,7 +574,7 @@ fn tpg_group(
             ok = false;
         }
         let creds = first_creds.unwrap_or(creds_empty);
-        let (m, a) = x.chap(&gobj, tpg.authentication, &creds, "chap")?;
+        let (m, a, o) = x.chap(&gobj, tpg.authentication, &creds, "chap")?;
         let mut key: Vec<String> = initiators.iter().map(|n| n.as_str().to_string()).collect();
         key.sort();
         let gname = match x.groups.get(&key) {
@@ -581,13 +595,14 @@ fn tpg_group(
                 n
             }
         };
-        (Some(gname), m, a)
+        (Some(gname), m, a, o)
     };
     ok.then(|| TargetGroup {
         portal,
         initiator_group,
         auth,
         auth_method,
+        chap_optional,
         origin: origin(),
     })
 }

@@ -214,7 +214,8 @@ pub fn lower(model: &Model) -> Result<State, LowerErrors> {
                     .alias
                     .clone()
                     .unwrap_or_else(|| DEFAULT_TARGET_ALIAS.to_string()),
-                authentication: g.auth_method != AuthMethod::None,
+                // `chap = "optional"`: credentials on the ACLs, not required by the TPG.
+                authentication: g.auth_method != AuthMethod::None && !g.chap_optional,
                 generate_node_acls: false,
                 demo_mode_write_protect: None,
                 prod_mode_write_protect: None,
@@ -468,6 +469,12 @@ fn lower_extent(name: &str, ext: &crate::model::Extent, errs: &mut Errors) -> Op
         nonrotational,
         hba: None,
         configured: true,
+        // Every policy attribute the model does not name stays at the kernel default.
+        attributes: if ext.model_alias {
+            BTreeMap::from([("emulate_model_alias".to_string(), "1".to_string())])
+        } else {
+            BTreeMap::new()
+        },
         extra: BTreeMap::new(),
         origin: Some(ext.origin.clone()),
     })
@@ -503,6 +510,7 @@ mod tests {
             enabled: true,
             shared: false,
             write_back: false,
+            model_alias: false,
             origin: origin(10),
         }
     }
@@ -536,6 +544,7 @@ mod tests {
                     initiator_group: None,
                     auth: None,
                     auth_method: AuthMethod::None,
+                    chap_optional: false,
                     origin: origin(20),
                 }],
                 origin: origin(18),

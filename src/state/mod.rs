@@ -93,10 +93,97 @@ pub struct Backstore {
     pub hba: Option<String>,
     /// Observed: `enable` reads 1 (configured). Desired: always true.
     pub configured: bool,
+    /// The policy attributes ([`POLICY_ATTRIBUTES`]) whose value is not the kernel's
+    /// default, by name (`emulate_tpu` → `1`). Desired: what the model asks for (empty:
+    /// every one at its default). Observed: as read, in every scope. Any difference is
+    /// drift, also for attributes the model does not name (docs/reconcile.md, "Drift").
+    pub attributes: BTreeMap<String, String>,
     /// Observed values isctl does not manage but that differ from the kernel's
-    /// defaults (e.g. `fd_buffered_io` → `1`, `attrib/emulate_tpu` → `1`).
+    /// defaults (e.g. `fd_async_io` → `1`, `attrib/unmap_zeroes_data` → `1`).
     pub extra: BTreeMap<String, String>,
     pub origin: Option<Origin>,
+}
+
+/// A storage object's policy attribute (`attrib/<name>`): a switch whose kernel default
+/// is the same for every backstore kind and device, so that a different value was put
+/// there by someone and is drift unless the model asks for it (docs/configfs.md §2.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PolicyAttribute {
+    pub name: &'static str,
+    /// The value after enable on every plugin isctl creates (fileio, iblock, rd_mcp).
+    pub default: &'static str,
+    /// The kernel refuses a change while a LUN links the object (EINVAL, §2.4 "L"), so
+    /// changing it on a linked object replaces the object.
+    pub frozen_while_linked: bool,
+}
+
+/// The attributes isctl keeps at the model's value or the kernel default. Left out on
+/// purpose (docs/reconcile.md, "Drift"): values the kernel derives from the backend or
+/// device (`hw_*`, `block_size` (a model key), `queue_depth`, `optimal_sectors`,
+/// `emulate_write_cache`, `is_nonrot` (the model's `rpm`), `unmap_zeroes_data`,
+/// `max_unmap_*`, `unmap_granularity*`, `max_write_same_len`, `pi_prot_*`), and the
+/// obsolete `emulate_dpo`/`emulate_fua_read` (writes are ignored).
+pub const POLICY_ATTRIBUTES: &[PolicyAttribute] = &[
+    PolicyAttribute {
+        name: "emulate_3pc",
+        default: "1",
+        frozen_while_linked: false,
+    },
+    PolicyAttribute {
+        name: "emulate_caw",
+        default: "1",
+        frozen_while_linked: false,
+    },
+    PolicyAttribute {
+        name: "emulate_fua_write",
+        default: "1",
+        frozen_while_linked: false,
+    },
+    PolicyAttribute {
+        name: "emulate_model_alias",
+        default: "0",
+        frozen_while_linked: true,
+    },
+    PolicyAttribute {
+        name: "emulate_pr",
+        default: "1",
+        frozen_while_linked: false,
+    },
+    PolicyAttribute {
+        name: "emulate_tas",
+        default: "1",
+        frozen_while_linked: true,
+    },
+    PolicyAttribute {
+        name: "emulate_tpu",
+        default: "0",
+        frozen_while_linked: false,
+    },
+    PolicyAttribute {
+        name: "emulate_tpws",
+        default: "0",
+        frozen_while_linked: false,
+    },
+    PolicyAttribute {
+        name: "emulate_ua_intlck_ctrl",
+        default: "0",
+        frozen_while_linked: true,
+    },
+    PolicyAttribute {
+        name: "enforce_pr_isids",
+        default: "1",
+        frozen_while_linked: false,
+    },
+    PolicyAttribute {
+        name: "force_pr_aptpl",
+        default: "0",
+        frozen_while_linked: true,
+    },
+];
+
+/// The policy attribute called `name`.
+pub fn policy_attribute(name: &str) -> Option<&'static PolicyAttribute> {
+    POLICY_ATTRIBUTES.iter().find(|a| a.name == name)
 }
 
 /// What a backstore stores its blocks in.
@@ -666,7 +753,11 @@ pub fn managed_attributes(s: &State) -> BTreeMap<ObjectId, BTreeMap<String, Stri
         put(id.clone(), "serial", b.serial.clone());
         put(id.clone(), "company_id", format!("0x{:06x}", b.company_id));
         if let Some(n) = b.nonrotational {
-            put(id, "nonrotational", n.to_string());
+            put(id.clone(), "nonrotational", n.to_string());
+        }
+        for a in POLICY_ATTRIBUTES {
+            let v = b.attributes.get(a.name).map_or(a.default, String::as_str);
+            put(id.clone(), &format!("attrib/{}", a.name), v.to_string());
         }
     }
     if let Some(d) = &s.discovery {

@@ -168,6 +168,7 @@ pub fn expand(p: &Paths, op: &Op) -> Vec<Syscall> {
             BackstoreSetting::Nonrotational(b) => {
                 w(p.backstore_attrib(hba, name, "is_nonrot"), b01(*b))
             }
+            BackstoreSetting::Attribute(a, v) => w(p.backstore_attrib(hba, name, a), v.as_str()),
             BackstoreSetting::FileSize(s) => w(
                 p.backstore_file(hba, name, "control"),
                 format!("fd_dev_size={s}"),

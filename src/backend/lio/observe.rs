@@ -15,7 +15,7 @@ use crate::model::Secret;
 use crate::state::{
     parse_portal_dir, Acl, Backstore, BackstoreKind, BackstoreRef, ChapCreds, Connection,
     DiscoveryAuth, Foreign, Lun, MappedLun, ObjectId, Observed, Portal, Session, State, Target,
-    Tpg, DEFAULT_COMPANY_ID, RAMDISK_PAGE,
+    Tpg, DEFAULT_COMPANY_ID, POLICY_ATTRIBUTES, RAMDISK_PAGE,
 };
 
 use super::super::{BackendError, ObserveScope};
@@ -243,6 +243,15 @@ impl<'a> Observer<'a> {
         let nonrotational = self
             .read_opt(&p.backstore_attrib(hba, name, "is_nonrot"))
             .map(|s| s.trim() == "1");
+        let mut attributes = BTreeMap::new();
+        for a in POLICY_ATTRIBUTES {
+            // Absent on pscsi/user objects (their reduced attrib/ set, §2.2).
+            if let Some(v) = self.read_opt(&p.backstore_attrib(hba, name, a.name)) {
+                if v.trim() != a.default {
+                    attributes.insert(a.name.to_string(), v.trim().to_string());
+                }
+            }
+        }
         if self.scope == ObserveScope::Full {
             self.backstore_extras(hba, name, &mut extra)?;
             let alua = p.backstore_alua(hba, name);
@@ -269,6 +278,7 @@ impl<'a> Observer<'a> {
             nonrotational,
             hba: Some(hba.to_string()),
             configured,
+            attributes,
             extra,
             origin: None,
         })
@@ -737,18 +747,10 @@ pub fn parse_acl_info(info: &str, target: &str, tag: u16) -> Option<Session> {
 /// Storage-object attributes compared for `export` (fileio/iblock/rd_mcp "sbc"
 /// set, defaults after enable, docs/configfs.md §2.4). Managed ones
 /// (block_size, is_nonrot) and backend-dependent ones are not listed.
+/// The policy attributes (`state::POLICY_ATTRIBUTES`) are observed in every scope, into
+/// `Backstore::attributes`; these are the rest.
 pub const SO_ATTRIB_DEFAULTS: &[(&str, &str)] = &[
-    ("emulate_3pc", "1"),
-    ("emulate_caw", "1"),
-    ("emulate_model_alias", "0"),
-    ("emulate_pr", "1"),
     ("emulate_rest_reord", "0"),
-    ("emulate_tas", "1"),
-    ("emulate_tpu", "0"),
-    ("emulate_tpws", "0"),
-    ("emulate_ua_intlck_ctrl", "0"),
-    ("enforce_pr_isids", "1"),
-    ("force_pr_aptpl", "0"),
     ("pi_prot_format", "0"),
     ("pi_prot_type", "0"),
     ("pi_prot_verify", "0"),

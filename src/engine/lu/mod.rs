@@ -379,6 +379,7 @@ mod tests {
             enabled: true,
             shared: false,
             write_back: false,
+            model_alias: false,
             origin: Origin::default(),
         }
     }

@@ -234,6 +234,7 @@ pub(crate) fn extent(e: &Entry<'_, '_>, basename: Option<&str>, d: &mut Diags) -
         Some(v) => v.v,
         None => false,
     };
+    let model_alias = f.bool(d, "model_alias").is_some_and(|v| v.v);
     f.finish(d);
 
     let valid = d.error_count() == errors_before;
@@ -253,6 +254,7 @@ pub(crate) fn extent(e: &Entry<'_, '_>, basename: Option<&str>, d: &mut Diags) -
                 enabled,
                 shared,
                 write_back,
+                model_alias,
                 origin: e.at.clone(),
             }),
             _ => None,

@@ -306,6 +306,32 @@ fn target_group(g: &mut Fields<'_, '_>, d: &mut Diags) -> Option<(TargetGroup, G
         (None, Some(_), None) => Some(AuthMethod::Chap),
         (None, None, None) => Some(AuthMethod::None),
     };
+    let chap_optional = match g.string(d, "chap") {
+        Some(c) if c.v == "optional" || c.v == "required" => {
+            if resolved == Some(AuthMethod::None) {
+                d.error(
+                    &c.at,
+                    &g.object,
+                    format!(
+                        "chap = {:?} but the group has no CHAP (auth_method = \"none\", no `auth`)",
+                        c.v
+                    ),
+                    "remove `chap`, or give the group auth = \"<name of an [auth.*] section>\"",
+                );
+            }
+            c.v == "optional"
+        }
+        Some(c) => {
+            d.error(
+                &c.at,
+                &g.object,
+                format!("chap = {:?} is not a CHAP policy", c.v),
+                "use chap = \"required\" (the default) or chap = \"optional\"",
+            );
+            false
+        }
+        None => false,
+    };
     // A group with errors is still returned (its target is invalid anyway: the errors
     // are counted), so that its references are checked too.
     let portal = portal?;
@@ -323,6 +349,7 @@ fn target_group(g: &mut Fields<'_, '_>, d: &mut Diags) -> Option<(TargetGroup, G
             initiator_group: ig.map(|v| v.v),
             auth: auth.map(|v| v.v),
             auth_method: resolved.unwrap_or_default(),
+            chap_optional,
             origin: g.at.clone(),
         },
         at,

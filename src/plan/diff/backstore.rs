@@ -9,7 +9,9 @@ use std::collections::BTreeSet;
 
 use crate::plan::op::{BackstoreSetting, Lane, Op, Phase};
 use crate::plan::{Action, AttrChange};
-use crate::state::{Backstore, BackstoreKind, FileFact, ObjectId, DEFAULT_COMPANY_ID};
+use crate::state::{
+    Backstore, BackstoreKind, FileFact, ObjectId, DEFAULT_COMPANY_ID, POLICY_ATTRIBUTES,
+};
 
 use super::{attr, yes_no, Differ};
 
@@ -58,6 +60,12 @@ impl Differ<'_> {
         if let Some(n) = db.nonrotational {
             if nonrot_default != Some(n) {
                 settings.push(BackstoreSetting::Nonrotational(n));
+            }
+        }
+        // Before any LUN links it: some policy attributes are frozen from then on.
+        for a in POLICY_ATTRIBUTES {
+            if let Some(v) = db.attributes.get(a.name) {
+                settings.push(BackstoreSetting::Attribute(a.name, v.clone()));
             }
         }
         for value in settings {
@@ -114,6 +122,9 @@ impl Differ<'_> {
         }
         if let Some(n) = db.nonrotational {
             a.push(attr("nonrotational", None, Some(yes_no(n))));
+        }
+        for (name, v) in &db.attributes {
+            a.push(attr(&format!("attrib/{name}"), None, Some(v.clone())));
         }
         a
     }
@@ -407,6 +418,34 @@ impl Differ<'_> {
                     BackstoreSetting::Nonrotational(n),
                     BackstoreSetting::Nonrotational(ob.nonrotational.unwrap_or(false)),
                 ));
+            }
+        }
+        // Policy attributes: the model's value, or the kernel default for those it does
+        // not name; anything else on the live object is drift (docs/reconcile.md).
+        for a in POLICY_ATTRIBUTES {
+            let want = db.attributes.get(a.name).map_or(a.default, String::as_str);
+            let have = ob.attributes.get(a.name).map_or(a.default, String::as_str);
+            if want == have {
+                continue;
+            }
+            let set = (
+                BackstoreSetting::Attribute(a.name, want.to_string()),
+                BackstoreSetting::Attribute(a.name, have.to_string()),
+            );
+            let name = format!("attrib/{}", a.name);
+            if a.frozen_while_linked {
+                frozen_change(
+                    &name,
+                    have.to_string(),
+                    want.to_string(),
+                    set,
+                    &mut attrs,
+                    &mut settings,
+                    &mut replace,
+                );
+            } else {
+                attrs.push(attr(&name, Some(have.to_string()), Some(want.to_string())));
+                settings.push(set);
             }
         }
 

@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use super::*;
+use crate::plan::op::BackstoreSetting;
 use crate::state::{
     Acl, Backstore, BackstoreKind, BackstoreRef, ChapCreds, FileFact, Lun, MappedLun, Portal,
     Target, Tpg, DEFAULT_COMPANY_ID,
@@ -22,6 +23,7 @@ fn backstore(name: &str, size: u64) -> Backstore {
         nonrotational: None,
         hba: None,
         configured: true,
+        attributes: BTreeMap::new(),
         extra: BTreeMap::new(),
         origin: None,
     }
@@ -293,6 +295,83 @@ fn frozen_attribute_on_an_unlinked_backstore_is_one_write() {
     let p = plan(&d, &o, &BTreeSet::new(), DiffOptions::default());
     assert_eq!(names(&p), vec!["set_backstore"]);
     assert_eq!(p.summary().change, 1);
+}
+
+/// The drift rule: a policy attribute the model does not name is kept at the kernel
+/// default; one it names (targetcli's `emulate_model_alias`) at the model's value.
+#[test]
+fn an_unnamed_policy_attribute_set_by_hand_is_written_back_to_its_default() {
+    let mut o = applied();
+    let b = o.backstores.get_mut("b0").unwrap();
+    b.attributes.insert("emulate_tpu".into(), "1".into());
+    b.attributes.insert("emulate_3pc".into(), "0".into());
+    let p = plan(&desired(), &o, &BTreeSet::new(), DiffOptions::default());
+    let writes: Vec<String> = p
+        .ops
+        .iter()
+        .map(|o| match &o.op {
+            Op::SetBackstore { value, old, .. } => format!(
+                "{} = {} (was {})",
+                value.name(),
+                value.value_string(),
+                old.as_ref().map(|v| v.value_string()).unwrap_or_default()
+            ),
+            other => panic!("unexpected op {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        writes,
+        ["emulate_3pc = 1 (was 0)", "emulate_tpu = 0 (was 1)"],
+        "written in place, with the live value kept for rollback"
+    );
+    assert_eq!(p.summary().change, 1);
+    let c = &p.changes[0];
+    assert_eq!(c.action, Action::Update);
+    assert!(c.attributes.iter().any(|a| a.name == "attrib/emulate_tpu"
+        && a.old.as_deref() == Some("1")
+        && a.new.as_deref() == Some("0")));
+}
+
+#[test]
+fn a_frozen_policy_attribute_on_a_linked_backstore_forces_replacement() {
+    // The model asks for model_alias on an object that LUNs already link.
+    let mut d = desired();
+    d.backstores
+        .get_mut("b0")
+        .unwrap()
+        .attributes
+        .insert("emulate_model_alias".into(), "1".into());
+    let p = plan(&d, &applied(), &BTreeSet::new(), DiffOptions::default());
+    let c = p
+        .changes
+        .iter()
+        .find(|c| c.object == ObjectId::Backstore { name: "b0".into() })
+        .unwrap();
+    assert_eq!(c.action, Action::Replace);
+    assert!(c
+        .attributes
+        .iter()
+        .any(|a| a.name == "attrib/emulate_model_alias" && a.forces_replacement));
+    // The new object gets it before its LUN link.
+    let set = p
+        .ops
+        .iter()
+        .position(|o| matches!(&o.op, Op::SetBackstore { value: BackstoreSetting::Attribute("emulate_model_alias", v), .. } if v == "1"))
+        .expect("emulate_model_alias written");
+    let link = p
+        .ops
+        .iter()
+        .position(|o| o.op.name() == "link_lun")
+        .unwrap();
+    assert!(set < link, "{:?}", names(&p));
+    // Once applied so, nothing to do.
+    let mut o = applied();
+    o.backstores
+        .get_mut("b0")
+        .unwrap()
+        .attributes
+        .insert("emulate_model_alias".into(), "1".into());
+    assert!(plan(&d, &o, &BTreeSet::new(), DiffOptions::default()).is_empty());
 }
 
 #[test]
