@@ -293,11 +293,19 @@ fn main() {
     drop(sampler);
 
     let workers_first: BTreeMap<_, _> = first.iter().filter(|(t, _)| t.starts_with('w')).collect();
-    let dropped = workers_first
-        .iter()
-        .filter(|(t, tsih)| last.get(t.as_str()) != Some(tsih))
-        .count()
-        + n.saturating_sub(workers_first.len());
+    let dropped_targets: Vec<String> = (0..n)
+        .map(|i| format!("w{i:02}"))
+        .filter(|t| {
+            workers_first
+                .get(t)
+                .is_none_or(|tsih| last.get(t) != Some(*tsih))
+        })
+        .map(|t| {
+            let (a, b) = (first.get(&t), last.get(&t));
+            format!("{t} (TSIH {a:?} at the start, {b:?} at the end)")
+        })
+        .collect();
+    let dropped = dropped_targets.len();
     let window = |from: Duration, to: Duration| {
         let v: Vec<u64> = samples
             .iter()
@@ -341,6 +349,9 @@ fn main() {
         "  engine RSS MiB                   first {:?} {rss_start:.1}, last {:?} {rss_end:.1}",
         tail, tail
     );
+    for t in &dropped_targets {
+        println!("  ! session dropped: {t}");
+    }
     for e in errors.iter().take(10) {
         println!("  ! {e}");
     }
@@ -353,7 +364,9 @@ fn main() {
         || !apply_failures.is_empty()
         || login_failures > 0;
     if failed {
-        eprintln!("FAILED\n{}", engine.log_tail());
+        let kept = std::env::temp_dir().join(format!("isctl-soak-{}.log", std::process::id()));
+        let _ = std::fs::write(&kept, engine.log());
+        eprintln!("FAILED (the engine's log is kept in {})", kept.display());
         std::process::exit(1);
     }
 }

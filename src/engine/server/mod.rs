@@ -207,14 +207,20 @@ impl Server {
         tracing::info!(%addr, "stopped listening");
     }
 
-    /// Sessions as the plan sees them.
+    /// Sessions as the plan sees them. A session whose last connection closed after
+    /// the registry was read has ended: there is nothing of it to cut (counted, it
+    /// would look like a session from nowhere that no group admits, and a login loop
+    /// beside a reload would get the reload refused now and then; the soak showed it).
     fn live_sessions(&self) -> Vec<ServedSession> {
         self.registry
             .all()
             .iter()
-            .map(|s| {
+            .filter_map(|s| {
                 let conns = s.conns();
-                ServedSession {
+                if conns.is_empty() {
+                    return None;
+                }
+                Some(ServedSession {
                     session: control::session_record(s, &conns),
                     tsih: s.tsih,
                     target: s.target_name().map(str::to_owned),
@@ -222,7 +228,7 @@ impl Server {
                         .first()
                         .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |c| c.peer.ip()),
                     listen: conns.iter().map(|c| c.listen).collect(),
-                }
+                })
             })
             .collect()
     }
