@@ -519,3 +519,49 @@ fn raise_descriptor_limit(limits: &Limits) -> Result<(), ServeError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::iscsi::session::{CmdWindow, Session, SessionKind};
+    use crate::engine::scsi::{Nexus, ScsiTarget};
+
+    #[test]
+    fn a_session_that_ended_while_planning_is_not_cut() {
+        let text = "[portal.p]\nlisten = [\"127.0.0.1:3260\"]\n\
+                    [extent.r]\ntype = \"ramdisk\"\nsize = \"1MiB\"\n\
+                    [target.\"iqn.2026-11.io.isctl:t\"]\nluns = { 0 = \"r\" }\n\
+                    [[target.\"iqn.2026-11.io.isctl:t\".group]]\nportal = \"p\"\n";
+        let model = crate::model::load_str("m.toml", text).unwrap().model;
+        let config = Config::build(model.clone(), "m.toml".into(), None).unwrap();
+        let server = Server::new(config, Gate::new(Limits::default()).unwrap());
+        let target = "iqn.2026-11.io.isctl:t".to_string();
+        // Registered, but its last connection has just closed (a logout racing the
+        // plan's read of the registry).
+        server.registry.create(|tsih| Session {
+            tsih,
+            initiator: "iqn.2026-11.test:i".into(),
+            initiator_alias: None,
+            isid: [0x80, 0, 0, 0, 0, 1],
+            kind: SessionKind::Normal {
+                target: target.clone(),
+                scsi: Arc::new(ScsiTarget::new(BTreeMap::new())),
+                nexus: Nexus {
+                    id: 1,
+                    initiator_name: "iqn.2026-11.test:i".into(),
+                    isid: [0x80, 0, 0, 0, 0, 1],
+                    target_name: target.clone(),
+                    tpgt: 1,
+                },
+            },
+            portal_group_tag: 1,
+            params: Default::default(),
+            window: Mutex::new(CmdWindow::new(0)),
+            conns: Mutex::new(Vec::new()),
+            started: SystemTime::now(),
+        });
+        let (plan, _) = server.plan(&model, false);
+        assert!(!plan.plan.is_refused(), "{:?}", plan.plan);
+        assert!(plan.closes.is_empty());
+    }
+}
