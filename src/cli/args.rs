@@ -222,6 +222,19 @@ pub struct SessionsArgs {
 pub struct ServeArgs {
     /// Model file or directory of *.toml files.
     pub path: PathBuf,
+    /// Connections held before login, in total; when full, the oldest that has sent
+    /// nothing is closed first.
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_pending: u32,
+    /// Connections held before login from one source address.
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_pending_per_source: u32,
+    /// Logins in progress at once (each holds a thread).
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_logins: u32,
+    /// Seconds from accept to a completed login (LIO: 15).
+    #[arg(long, value_name = "SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub login_timeout: u64,
 }
 
 #[derive(Debug, Args)]

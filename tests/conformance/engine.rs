@@ -105,7 +105,13 @@ pub fn work_dir() -> tempfile::TempDir {
 }
 
 /// Start `isctl serve MODEL` and wait until it accepts connections on `port`.
+#[allow(dead_code)]
 pub fn start_engine(dir: &Path, model: &Path, port: u16) -> Engine {
+    start_engine_with(dir, model, port, &[])
+}
+
+/// [`start_engine`] with more `isctl serve` arguments.
+pub fn start_engine_with(dir: &Path, model: &Path, port: u16, serve_args: &[&str]) -> Engine {
     if TcpStream::connect(("127.0.0.1", port)).is_ok() {
         panic!("port {port} is already in use: stop whatever listens there and rerun");
     }
@@ -116,6 +122,7 @@ pub fn start_engine(dir: &Path, model: &Path, port: u16) -> Engine {
         .arg(dir.join("engine.sock"))
         .arg("serve")
         .arg(model)
+        .args(serve_args)
         .stdin(Stdio::null())
         .stdout(log_file.try_clone().expect("clone log handle"))
         .stderr(log_file)

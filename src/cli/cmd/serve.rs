@@ -4,6 +4,12 @@ use crate::cli::args::ServeArgs;
 use crate::cli::resolve::Resolved;
 
 pub fn run(r: &Resolved, args: &ServeArgs) -> anyhow::Result<u8> {
-    crate::engine::server::serve(&args.path, &r.socket)?;
+    let limits = crate::engine::server::admission::Limits {
+        max_pending: args.max_pending as usize,
+        max_pending_per_source: args.max_pending_per_source as usize,
+        max_logins: args.max_logins as usize,
+        login_timeout: std::time::Duration::from_secs(args.login_timeout),
+    };
+    crate::engine::server::serve(&args.path, &r.socket, limits)?;
     Ok(crate::cli::exit::OK)
 }

@@ -39,8 +39,9 @@ use crate::engine::scsi;
 
 /// Data segments during login are bounded by the default MaxRecvDataSegmentLength.
 const LOGIN_MAX_DATA: usize = 8192;
-/// A login must finish within this time.
-const LOGIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// A login must finish within this time (LIO's). The server's gate enforces it from
+/// the accept on, whatever the peer sends; this bound is the connection's own.
+const LOGIN_TIMEOUT: Duration = Duration::from_secs(15);
 /// How often an idle connection wakes up to check for shutdown and keep-alive.
 const POLL: Duration = Duration::from_secs(1);
 /// How long a connection looks for its next PDU before sleeping (see `spin_for_input`).
@@ -73,8 +74,14 @@ pub trait Engine: Send + Sync {
 }
 
 /// Run a connection to its end. Errors are logged, never propagated: one bad
-/// connection must not affect another.
-pub fn serve_connection(engine: Arc<dyn Engine>, stream: TcpStream, portal: Portal) {
+/// connection must not affect another. `login_slot` is held until the login ends
+/// (the server counts logins in progress by it).
+pub fn serve_connection(
+    engine: Arc<dyn Engine>,
+    stream: TcpStream,
+    portal: Portal,
+    login_slot: impl Send,
+) {
     let peer = match stream.peer_addr() {
         Ok(p) => p,
         Err(_) => return,
@@ -104,7 +111,9 @@ pub fn serve_connection(engine: Arc<dyn Engine>, stream: TcpStream, portal: Port
         recv_limit: 0,
         bound: None,
     };
-    match conn.login() {
+    let logged_in = conn.login();
+    drop(login_slot);
+    match logged_in {
         Ok(Some(core)) => {
             if let Err(e) = conn.full_feature(core) {
                 match e.kind() {

@@ -1,5 +1,7 @@
-//! The `isctl serve` runtime: listeners on the model's portals, one thread per
-//! connection, live reconfiguration (SIGHUP, or `apply` over the control socket),
+//! The `isctl serve` runtime: listeners on the model's portals, admission before
+//! login (`admission` decides, `gate` holds the sockets: no thread until a
+//! connection speaks, bounded logins, LIO's 15 s login timeout), one thread per
+//! connection from its login on, live reconfiguration (SIGHUP, or `apply` over the control socket),
 //! clean shutdown (SIGTERM/SIGINT), and the control socket (`control`).
 //!
 //! Owns: the [`Server`] state (configuration in force, session registry, listeners).
@@ -12,13 +14,15 @@
 //! session (target removed, initiator no longer admitted, portal gone) or pull a LUN
 //! from under one is refused unless forced.
 
+pub mod admission;
 pub mod config;
 pub mod control;
+pub mod gate;
 pub mod stop;
 
 use std::collections::BTreeMap;
 use std::io;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -35,7 +39,9 @@ use crate::engine::lu::LuError;
 use crate::engine::scsi::ScsiTarget;
 use crate::model::{Model, ModelError};
 use crate::plan::{diff_served, ServedPlan, ServedSession};
+use admission::Limits;
 use config::Config;
+use gate::{Gate, LoginSlot};
 
 /// Why the engine could not start or reconfigure.
 #[derive(Debug, thiserror::Error)]
@@ -51,7 +57,16 @@ pub enum ServeError {
     /// The model asks for what the engine does not do (iSNS, ALUA).
     #[error("the userspace engine cannot serve this model:\n  {}", .0.iter().map(|r| r.to_string()).collect::<Vec<_>>().join("\n  "))]
     Unsupported(Vec<crate::plan::Refusal>),
-    #[error("cannot set up signal handling: {0}")]
+    #[error("cannot start the login gate: {0}")]
+    Gate(io::Error),
+    #[error("--max-pending {max_pending} and --max-logins {max_logins} need about {needed} descriptors, more than half the process's limit of {limit}: lower them, or raise the limit (systemd: LimitNOFILE=; shell: ulimit -Hn)")]
+    Descriptors {
+        needed: u64,
+        limit: u64,
+        max_pending: usize,
+        max_logins: usize,
+    },
+    #[error("cannot set up signal handling or limits: {0}")]
     Signals(#[from] nix::Error),
     /// The plan cuts or disturbs logged-in sessions and was not forced.
     #[error("refused: {}", .0.refusals.iter().map(|r| r.to_string()).collect::<Vec<_>>().join("; "))]
@@ -68,6 +83,8 @@ pub struct Server {
     stopping: AtomicBool,
     listeners: Mutex<BTreeMap<SocketAddr, Listener>>,
     live_connections: Arc<AtomicUsize>,
+    /// Accepted connections until their login starts, and the login slots.
+    gate: Arc<Gate>,
     /// One reconfiguration at a time.
     reconfiguring: Mutex<()>,
     /// Bumped by every applied reconfiguration (plans name the one they were made
@@ -82,8 +99,9 @@ struct Listener {
 }
 
 impl Server {
-    fn new(config: Config) -> Arc<Server> {
+    fn new(config: Config, gate: Arc<Gate>) -> Arc<Server> {
         Arc::new(Server {
+            gate,
             config: RwLock::new(Arc::new(config)),
             registry: Registry::default(),
             stopping: AtomicBool::new(false),
@@ -139,11 +157,11 @@ impl Server {
         stop: Arc<AtomicBool>,
     ) {
         while stop::readable_or_stopped(&listener, &[&stop, &self.stopping]) {
-            let stream = match listener.accept() {
+            let (stream, peer) = match listener.accept() {
                 // Accepted sockets inherit O_NONBLOCK on the BSDs; the connection
                 // code wants blocking reads with timeouts.
-                Ok((s, _)) => match s.set_nonblocking(false) {
-                    Ok(()) => s,
+                Ok((s, peer)) => match s.set_nonblocking(false) {
+                    Ok(()) => (s, peer),
                     Err(e) => {
                         tracing::warn!(%addr, "cannot make a connection blocking: {e}");
                         continue;
@@ -157,19 +175,25 @@ impl Server {
                     continue;
                 }
             };
-            let engine: Arc<dyn Engine> = self.clone();
-            let live = self.live_connections.clone();
-            live.fetch_add(1, Ordering::SeqCst);
-            let spawned = thread::Builder::new()
-                .name("iscsi-conn".into())
-                .spawn(move || {
-                    conn::serve_connection(engine, stream, Portal { listen: addr });
-                    live.fetch_sub(1, Ordering::SeqCst);
-                });
-            if let Err(e) = spawned {
-                tracing::warn!("cannot start a connection thread: {e}");
-                self.live_connections.fetch_sub(1, Ordering::SeqCst);
-            }
+            self.gate.admit(stream, peer, addr);
+        }
+    }
+
+    /// Give a connection the gate let through its own thread, from login to its end.
+    /// The slot is freed when the login ends (or here, if no thread can be had).
+    fn start_login(self: &Arc<Self>, stream: TcpStream, listen: SocketAddr, slot: LoginSlot) {
+        let engine: Arc<dyn Engine> = self.clone();
+        let live = self.live_connections.clone();
+        live.fetch_add(1, Ordering::SeqCst);
+        let spawned = thread::Builder::new()
+            .name("iscsi-conn".into())
+            .spawn(move || {
+                conn::serve_connection(engine, stream, Portal { listen }, slot);
+                live.fetch_sub(1, Ordering::SeqCst);
+            });
+        if let Err(e) = spawned {
+            tracing::warn!("cannot start a connection thread: {e}");
+            self.live_connections.fetch_sub(1, Ordering::SeqCst);
         }
     }
 
@@ -183,14 +207,20 @@ impl Server {
         tracing::info!(%addr, "stopped listening");
     }
 
-    /// Sessions as the plan sees them.
+    /// Sessions as the plan sees them. A session whose last connection closed after
+    /// the registry was read has ended: there is nothing of it to cut (counted, it
+    /// would look like a session from nowhere that no group admits, and a login loop
+    /// beside a reload would get the reload refused now and then; the soak showed it).
     fn live_sessions(&self) -> Vec<ServedSession> {
         self.registry
             .all()
             .iter()
-            .map(|s| {
+            .filter_map(|s| {
                 let conns = s.conns();
-                ServedSession {
+                if conns.is_empty() {
+                    return None;
+                }
+                Some(ServedSession {
                     session: control::session_record(s, &conns),
                     tsih: s.tsih,
                     target: s.target_name().map(str::to_owned),
@@ -198,7 +228,7 @@ impl Server {
                         .first()
                         .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |c| c.peer.ip()),
                     listen: conns.iter().map(|c| c.listen).collect(),
-                }
+                })
             })
             .collect()
     }
@@ -317,6 +347,7 @@ impl Server {
         for (a, l) in listeners {
             Server::stop_listener(a, l);
         }
+        self.gate.stop();
         for s in self.registry.all() {
             for c in s.conns().iter() {
                 // Read side only: a command being executed still gets its response out.
@@ -368,7 +399,8 @@ impl Engine for Server {
 }
 
 /// Run the engine until SIGTERM or SIGINT. SIGHUP re-reads the model from `path`.
-pub fn serve(path: &Path, control_socket: &Path) -> Result<(), ServeError> {
+/// `limits` bound the connections before login (see `admission`).
+pub fn serve(path: &Path, control_socket: &Path, limits: Limits) -> Result<(), ServeError> {
     use nix::sys::signal::{SigSet, Signal};
 
     // Block the signals in this thread before any other starts, so that every thread
@@ -383,16 +415,27 @@ pub fn serve(path: &Path, control_socket: &Path) -> Result<(), ServeError> {
     for w in &loaded.warnings {
         tracing::warn!("{w}");
     }
-    let limits = crate::plan::engine_limits(&loaded.model);
-    if !limits.is_empty() {
-        return Err(ServeError::Unsupported(limits));
+    let unsupported = crate::plan::engine_limits(&loaded.model);
+    if !unsupported.is_empty() {
+        return Err(ServeError::Unsupported(unsupported));
     }
     let source = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
     let config = Config::build(loaded.model, source, None)?;
     let addrs: Vec<SocketAddr> = config.listen_addresses().keys().copied().collect();
     let targets = config.targets.len();
     let luns: usize = config.targets.values().map(|t| t.luns.len()).sum();
-    let server = Server::new(config);
+    raise_descriptor_limit(&limits)?;
+    let gate = Gate::new(limits).map_err(ServeError::Gate)?;
+    let server = Server::new(config, gate.clone());
+    let gate_thread = {
+        let server = server.clone();
+        let start: Box<gate::StartLogin> =
+            Box::new(move |stream, listen, slot| server.start_login(stream, listen, slot));
+        thread::Builder::new()
+            .name("login-gate".into())
+            .spawn(move || gate.run(start))
+            .map_err(ServeError::Gate)?
+    };
     // The control socket first: whoever can reach a portal can then also ask the
     // engine what it serves (tests and scripts wait for a portal, then ask).
     let control = control::start(server.clone(), control_socket)?;
@@ -408,6 +451,7 @@ pub fn serve(path: &Path, control_socket: &Path) -> Result<(), ServeError> {
             Err(e) => {
                 control.stop();
                 server.shutdown();
+                let _ = gate_thread.join();
                 return Err(e);
             }
         }
@@ -444,5 +488,80 @@ pub fn serve(path: &Path, control_socket: &Path) -> Result<(), ServeError> {
     }
     control.stop();
     server.shutdown();
+    let _ = gate_thread.join();
     Ok(())
+}
+
+/// Descriptors the limits may need beyond those of logged-in connections and LUs:
+/// every held connection, a clone of each one in login, listeners, control, slack.
+fn descriptors_needed(limits: &Limits) -> u64 {
+    (limits.max_pending + limits.max_logins) as u64 + 256
+}
+
+/// Raise the soft descriptor limit to the hard one (systemd's default soft limit is
+/// 1024), and refuse limits that cannot fit: a flood must not run the engine out of
+/// descriptors for its logged-in sessions and LUs.
+fn raise_descriptor_limit(limits: &Limits) -> Result<(), ServeError> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+    }
+    let needed = descriptors_needed(limits);
+    // Half the descriptors stay for sessions, LUs and the rest.
+    if needed > hard / 2 {
+        return Err(ServeError::Descriptors {
+            needed,
+            limit: hard,
+            max_pending: limits.max_pending,
+            max_logins: limits.max_logins,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::iscsi::session::{CmdWindow, Session, SessionKind};
+    use crate::engine::scsi::{Nexus, ScsiTarget};
+
+    #[test]
+    fn a_session_that_ended_while_planning_is_not_cut() {
+        let text = "[portal.p]\nlisten = [\"127.0.0.1:3260\"]\n\
+                    [extent.r]\ntype = \"ramdisk\"\nsize = \"1MiB\"\n\
+                    [target.\"iqn.2026-11.io.isctl:t\"]\nluns = { 0 = \"r\" }\n\
+                    [[target.\"iqn.2026-11.io.isctl:t\".group]]\nportal = \"p\"\n";
+        let model = crate::model::load_str("m.toml", text).unwrap().model;
+        let config = Config::build(model.clone(), "m.toml".into(), None).unwrap();
+        let server = Server::new(config, Gate::new(Limits::default()).unwrap());
+        let target = "iqn.2026-11.io.isctl:t".to_string();
+        // Registered, but its last connection has just closed (a logout racing the
+        // plan's read of the registry).
+        server.registry.create(|tsih| Session {
+            tsih,
+            initiator: "iqn.2026-11.test:i".into(),
+            initiator_alias: None,
+            isid: [0x80, 0, 0, 0, 0, 1],
+            kind: SessionKind::Normal {
+                target: target.clone(),
+                scsi: Arc::new(ScsiTarget::new(BTreeMap::new())),
+                nexus: Nexus {
+                    id: 1,
+                    initiator_name: "iqn.2026-11.test:i".into(),
+                    isid: [0x80, 0, 0, 0, 0, 1],
+                    target_name: target.clone(),
+                    tpgt: 1,
+                },
+            },
+            portal_group_tag: 1,
+            params: Default::default(),
+            window: Mutex::new(CmdWindow::new(0)),
+            conns: Mutex::new(Vec::new()),
+            started: SystemTime::now(),
+        });
+        let (plan, _) = server.plan(&model, false);
+        assert!(!plan.plan.is_refused(), "{:?}", plan.plan);
+        assert!(plan.closes.is_empty());
+    }
 }
