@@ -222,6 +222,10 @@ pub struct SessionsArgs {
 pub struct ServeArgs {
     /// Model file or directory of *.toml files.
     pub path: PathBuf,
+    /// Do not count per-command statistics (commands, bytes, latency) for `isctl stats`
+    /// and the exporter; logins are still counted. For measuring their cost.
+    #[arg(long)]
+    pub no_stats: bool,
 }
 
 #[derive(Debug, Args)]

@@ -61,6 +61,8 @@ pub trait Engine: Send + Sync {
     /// The SCSI target behind an iSCSI target name.
     fn scsi_target(&self, target: &str) -> Option<Arc<scsi::ScsiTarget>>;
     fn registry(&self) -> &crate::engine::iscsi::session::Registry;
+    /// Where logins and commands are counted.
+    fn stats(&self) -> &crate::engine::stats::EngineStats;
     /// True once the engine is shutting down.
     fn stopping(&self) -> bool;
 }
@@ -96,6 +98,7 @@ pub fn serve_connection(engine: Arc<dyn Engine>, stream: TcpStream, portal: Port
         portal,
         recv_limit: 0,
         bound: None,
+        login_target: None,
     };
     match conn.login() {
         Ok(Some(mut core)) => {
@@ -127,6 +130,8 @@ struct Conn {
     recv_limit: u32,
     /// The session and CID once bound: the registry learns when the connection ends.
     bound: Option<(Arc<Session>, u16)>,
+    /// The target the login named, for counting its outcome.
+    login_target: Option<String>,
 }
 
 impl Conn {
@@ -168,6 +173,9 @@ impl Conn {
                     self.wire.flush()?;
                 }
                 Step::Fail(bhs, reason) => {
+                    self.engine
+                        .stats()
+                        .login(login.target(), bhs.login_status());
                     tracing::info!(
                         status = format!("{:#06x}", bhs.login_status()),
                         "login refused: {reason}"
@@ -176,7 +184,10 @@ impl Conn {
                     self.wire.flush()?;
                     return Ok(None);
                 }
-                Step::Complete(done) => return self.bind(*done),
+                Step::Complete(done) => {
+                    self.login_target = done.target.clone();
+                    return self.bind(*done);
+                }
             }
         }
     }
@@ -311,13 +322,19 @@ impl Conn {
             local: self.local,
             peer: self.peer,
         };
-        let core = FullFeature::new(
+        let stats = self.engine.stats();
+        stats.login(session.target_name(), 0);
+        let recorder = session
+            .target_name()
+            .and_then(|t| stats.recorder(t, &session.initiator));
+        let mut core = FullFeature::new(
             session,
             cid,
             params,
             stat_sn.wrapping_add(1),
             Box::new(discovery),
         );
+        core.record_with(recorder);
         Ok(Some(core))
     }
 
@@ -328,6 +345,9 @@ impl Conn {
         why: &str,
     ) -> io::Result<Option<FullFeature>> {
         tracing::info!("login refused: {why}");
+        self.engine
+            .stats()
+            .login(self.login_target.as_deref(), status.0);
         response.set_flags(0);
         response.set_login_status(status.0);
         self.wire.push(response, &[])?;

@@ -268,6 +268,8 @@ pub struct FullFeature {
     text: Option<TextState>,
     /// Our outstanding keep-alive ping: its TTT and when it was sent.
     ping: Option<(u32, Instant)>,
+    /// Where commands and errors are counted (`None`: statistics off, or discovery).
+    stats: Option<crate::engine::stats::Recorder>,
 }
 
 impl FullFeature {
@@ -291,7 +293,13 @@ impl FullFeature {
             next_ttt: 1,
             text: None,
             ping: None,
+            stats: None,
         }
+    }
+
+    /// Count this connection's commands and errors with `recorder`.
+    pub fn record_with(&mut self, recorder: Option<crate::engine::stats::Recorder>) {
+        self.stats = recorder;
     }
 
     pub fn session(&self) -> &Arc<Session> {
@@ -300,6 +308,13 @@ impl FullFeature {
 
     /// Handle one input; PDUs to send go to `out`.
     pub fn handle(&mut self, input: Input, out: &mut dyn Transmit) -> Next {
+        if let Some(r) = &self.stats {
+            match &input {
+                Input::HeaderDigestError | Input::DataDigestError(_) => r.digest_error(),
+                Input::SegmentTooLong { .. } => r.format_error(),
+                _ => {}
+            }
+        }
         match input {
             Input::Pdu(pdu) => self.dispatch(pdu, out),
             Input::HeaderDigestError => {
@@ -324,6 +339,9 @@ impl FullFeature {
                         "no answer to a NOP-In for {} s: closing",
                         IDLE_PING.as_secs()
                     );
+                    if let Some(r) = &self.stats {
+                        r.connection_error();
+                    }
                     Next::Close
                 }
                 None if quiet_for > IDLE_PING => {
@@ -690,7 +708,16 @@ impl FullFeature {
             attribute: task.attribute,
             tag: task.itt,
         };
+        let started = self.stats.as_ref().map(|_| std::time::Instant::now());
         let resp = scsi.execute(nexus, &cmd);
+        if let (Some(r), Some(t0)) = (&self.stats, started) {
+            r.command(
+                cmd.lun,
+                resp.data_in.len() as u64,
+                cmd.data_out.len() as u64,
+                t0.elapsed(),
+            );
+        }
         self.send_response(task.itt, resp, r2t_count, out);
     }
 

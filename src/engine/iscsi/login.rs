@@ -132,6 +132,12 @@ impl Default for Login {
 }
 
 impl Login {
+    /// The target the initiator named in its first request, once it has sent one
+    /// (for counting login outcomes per target).
+    pub fn target(&self) -> Option<&str> {
+        self.first.as_ref().and_then(|f| f.target.as_deref())
+    }
+
     pub fn new() -> Login {
         Login {
             first: None,

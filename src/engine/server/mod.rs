@@ -74,6 +74,7 @@ pub struct Server {
     /// against).
     generation: AtomicU64,
     started: SystemTime,
+    stats: crate::engine::stats::EngineStats,
 }
 
 struct Listener {
@@ -82,7 +83,7 @@ struct Listener {
 }
 
 impl Server {
-    fn new(config: Config) -> Arc<Server> {
+    fn new(config: Config, stats: bool) -> Arc<Server> {
         Arc::new(Server {
             config: RwLock::new(Arc::new(config)),
             registry: Registry::default(),
@@ -92,6 +93,7 @@ impl Server {
             reconfiguring: Mutex::new(()),
             generation: AtomicU64::new(1),
             started: SystemTime::now(),
+            stats: crate::engine::stats::EngineStats::new(stats),
         })
     }
 
@@ -104,6 +106,10 @@ impl Server {
 
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    pub fn stats(&self) -> &crate::engine::stats::EngineStats {
+        &self.stats
     }
 
     pub fn started(&self) -> SystemTime {
@@ -362,13 +368,18 @@ impl Engine for Server {
         &self.registry
     }
 
+    fn stats(&self) -> &crate::engine::stats::EngineStats {
+        &self.stats
+    }
+
     fn stopping(&self) -> bool {
         self.stopping.load(Ordering::SeqCst)
     }
 }
 
 /// Run the engine until SIGTERM or SIGINT. SIGHUP re-reads the model from `path`.
-pub fn serve(path: &Path, control_socket: &Path) -> Result<(), ServeError> {
+/// `stats`: count per-command statistics (`isctl serve --no-stats` turns them off).
+pub fn serve(path: &Path, control_socket: &Path, stats: bool) -> Result<(), ServeError> {
     use nix::sys::signal::{SigSet, Signal};
 
     // Block the signals in this thread before any other starts, so that every thread
@@ -392,7 +403,7 @@ pub fn serve(path: &Path, control_socket: &Path) -> Result<(), ServeError> {
     let addrs: Vec<SocketAddr> = config.listen_addresses().keys().copied().collect();
     let targets = config.targets.len();
     let luns: usize = config.targets.values().map(|t| t.luns.len()).sum();
-    let server = Server::new(config);
+    let server = Server::new(config, stats);
     // The control socket first: whoever can reach a portal can then also ask the
     // engine what it serves (tests and scripts wait for a portal, then ask).
     let control = control::start(server.clone(), control_socket)?;
