@@ -18,7 +18,9 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-use crate::observe::stats::{ErrorCounters, Histogram, IoStats, LoginCounters, Statistics, TargetStats};
+use crate::observe::stats::{
+    ErrorCounters, Histogram, IoStats, LoginCounters, Statistics, TargetStats,
+};
 
 /// Latency bucket bounds in microseconds (upper bounds; one more bucket above).
 pub const LATENCY_BOUNDS_US: [u64; 12] = [
@@ -77,7 +79,12 @@ pub struct TargetCounters {
 
 impl TargetCounters {
     fn lun(&self, lun: u64) -> Arc<IoCounters> {
-        if let Some(c) = self.luns.read().unwrap_or_else(|p| p.into_inner()).get(&lun) {
+        if let Some(c) = self
+            .luns
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&lun)
+        {
             return c.clone();
         }
         self.luns
@@ -185,7 +192,10 @@ impl EngineStats {
     /// logins are seen at all.
     pub fn login(&self, target: Option<&str>, status: u16) {
         let t = self.target(target.unwrap_or(""));
-        t.logins.lock().unwrap_or_else(|p| p.into_inner()).count(status);
+        t.logins
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .count(status);
     }
 
     /// Every counter now; `sessions` gives the logged-in sessions per target.

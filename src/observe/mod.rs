@@ -27,7 +27,7 @@ pub mod sessions;
 pub mod stats;
 
 /// Where sessions and statistics come from, for the commands and the exporter.
-pub trait Source: Send + Sync {
+pub trait Source {
     fn sessions(&self) -> anyhow::Result<Vec<crate::state::Session>>;
     fn statistics(&self) -> anyhow::Result<stats::Statistics>;
 }

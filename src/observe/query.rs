@@ -236,7 +236,9 @@ pub fn parse_bool(name: &str, v: &str) -> Result<bool, QueryError> {
     match v.to_ascii_lowercase().as_str() {
         "true" => Ok(true),
         "false" => Ok(false),
-        _ => Err(QueryError(format!("{name}: {v:?} is neither true nor false"))),
+        _ => Err(QueryError(format!(
+            "{name}: {v:?} is neither true nor false"
+        ))),
     }
 }
 
@@ -319,7 +321,11 @@ impl Query {
 /// Every scalar value at `path` (through arrays), as strings; nulls are absent.
 pub fn leaf_values(record: &Value, path: &str) -> Vec<String> {
     let mut out = Vec::new();
-    collect(record, path.split('.').collect::<Vec<_>>().as_slice(), &mut out);
+    collect(
+        record,
+        path.split('.').collect::<Vec<_>>().as_slice(),
+        &mut out,
+    );
     out
 }
 
@@ -425,9 +431,9 @@ fn merge_path(src: &Value, path: &[&str], dst: &mut Value) {
     };
     match child {
         Value::Array(items) if !rest.is_empty() => {
-            let slot = d
-                .entry(first.to_string())
-                .or_insert_with(|| Value::Array(items.iter().map(|_| Value::Object(Map::new())).collect()));
+            let slot = d.entry(first.to_string()).or_insert_with(|| {
+                Value::Array(items.iter().map(|_| Value::Object(Map::new())).collect())
+            });
             if let Value::Array(outs) = slot {
                 for (item, o) in items.iter().zip(outs.iter_mut()) {
                     merge_path(item, rest, o);
@@ -496,13 +502,19 @@ mod tests {
     #[test]
     fn filters_on_dotted_names_with_wildcards_case_insensitively() {
         assert_eq!(names(&query(&[("initiator.name", "*REDHAT*")])), ["a", "c"]);
-        assert_eq!(names(&query(&[("initiator.name", "iqn.1998-01.com.vmware:esx1")])), ["b"]);
+        assert_eq!(
+            names(&query(&[("initiator.name", "iqn.1998-01.com.vmware:esx1")])),
+            ["b"]
+        );
     }
 
     #[test]
     fn a_filter_through_an_array_matches_any_element() {
         assert_eq!(
-            names(&query(&[("connections.initiator_address.address", "10.0.0.2")])),
+            names(&query(&[(
+                "connections.initiator_address.address",
+                "10.0.0.2"
+            )])),
             ["a"]
         );
         assert_eq!(names(&query(&[("connections.cid", "1")])), ["a"]);
@@ -565,7 +577,10 @@ mod tests {
     #[test]
     fn default_fields_are_the_keys_and_fields_keep_nesting() {
         let a = query(&[("name", "a")]).run(&SCHEMA, rows());
-        assert_eq!(a.to_json(), json!({"num_records": 1, "records": [{"tsih": 3}]}));
+        assert_eq!(
+            a.to_json(),
+            json!({"num_records": 1, "records": [{"tsih": 3}]})
+        );
         let a = query(&[("name", "a"), ("fields", "initiator.alias,connections.cid")])
             .run(&SCHEMA, rows());
         assert_eq!(

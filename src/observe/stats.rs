@@ -330,7 +330,10 @@ mod tests {
 
     #[test]
     fn rates_are_deltas_over_the_interval() {
-        let r = rates(&sample(1_000, 100, 4096), &sample(3_000, 300, 4096 + 2 * 8192));
+        let r = rates(
+            &sample(1_000, 100, 4096),
+            &sample(3_000, 300, 4096 + 2 * 8192),
+        );
         let x = r[&("iqn.t".to_string(), "lun 0".to_string())];
         assert_eq!(x.commands_per_s, 100.0);
         assert_eq!(x.read_bytes_per_s, 8192.0);
@@ -339,7 +342,10 @@ mod tests {
     #[test]
     fn a_counter_that_restarted_counts_from_zero() {
         let r = rates(&sample(0, 1_000, 0), &sample(1_000, 10, 0));
-        assert_eq!(r[&("iqn.t".to_string(), "lun 0".to_string())].commands_per_s, 10.0);
+        assert_eq!(
+            r[&("iqn.t".to_string(), "lun 0".to_string())].commands_per_s,
+            10.0
+        );
     }
 
     #[test]
@@ -352,7 +358,10 @@ mod tests {
             (l.accepted, l.authentication_failed, l.authorization_failed),
             (1, 1, 1)
         );
-        assert_eq!((l.negotiation_failed, l.redirected, l.other_failed), (1, 1, 2));
+        assert_eq!(
+            (l.negotiation_failed, l.redirected, l.other_failed),
+            (1, 1, 2)
+        );
         assert_eq!(l.failed(), 6);
     }
 

@@ -558,7 +558,6 @@ impl<'a> Observer<'a> {
         }
     }
 
-
     fn observe_acl(
         &self,
         iqn: &str,

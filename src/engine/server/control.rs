@@ -331,7 +331,9 @@ fn admitted(config: &Config, record: &mut Session, conns: &[ConnEntry]) {
         let Some(portal) = config.portal_for(entry.listen) else {
             continue;
         };
-        record.portal_group.get_or_insert_with(|| portal.name.clone());
+        record
+            .portal_group
+            .get_or_insert_with(|| portal.name.clone());
         let ip = entry.peer.ip();
         if let Ok(group) = config.group_for(target, &portal.name, &record.initiator, ip) {
             let mutual = group
