@@ -132,15 +132,10 @@ impl Collector for SampleCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let s = &self.0;
         if let Some(stats) = &s.stats {
-            for (scope, key, rows) in [
-                ("lun", "lun", io_rows(stats, |t| &t.luns, "lun")),
-                (
-                    "initiator",
-                    "initiator",
-                    io_rows(stats, |t| &t.initiators, "initiator"),
-                ),
+            for (scope, rows) in [
+                ("lun", io_rows(stats, |t| &t.luns, "lun")),
+                ("initiator", io_rows(stats, |t| &t.initiators, "initiator")),
             ] {
-                let _ = key;
                 let pick = |f: fn(&IoStats) -> u64| -> Vec<(Labels, u64)> {
                     rows.iter().map(|(l, r)| (l.clone(), f(r))).collect()
                 };

@@ -58,7 +58,7 @@ pub fn run(r: &Resolved, args: &StatsArgs) -> anyhow::Result<u8> {
         out.flush()?;
         samples += 1;
         let Some(every) = interval else { break };
-        if args.count.is_some_and(|n| samples >= n + 1) {
+        if args.count.is_some_and(|n| samples > n) {
             break;
         }
         previous = Some(now);
