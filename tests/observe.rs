@@ -328,7 +328,7 @@ fn sessions_stats_and_metrics_with_real_initiators() {
     assert!(out.status.success(), "iscsi-perf: {perf_text}");
     // The window as iscsi-perf counts time (from its start, after its login); the
     // first sample is taken as `stats` starts, the second 2 s later.
-    let iops = iscsi_perf_iops(&perf_text, window_end - 2.0, window_end);
+    let iops = iscsi_perf_iops(&perf_text, 8.0, window_end - 2.0, window_end);
     let ratio = rate / iops;
     eprintln!(
         "stats --watch 2: {rate:.0} commands/s; iscsi-perf: {iops:.0} IOPS; ratio {ratio:.3}"
@@ -349,9 +349,10 @@ fn sessions_stats_and_metrics_with_real_initiators() {
     assert_eq!(sample(&m, "isctl_logins_total", &authz), 1.0);
 }
 
-/// iscsi-perf's per-second `iops current` figures, by second since its start
-/// (`00:00:03 - lba 84568, iops current 92480 (361 MB/s), ...`).
-fn iscsi_perf_seconds(text: &str) -> Vec<(f64, f64)> {
+/// iscsi-perf's per-second `iops current` figures, each with the end of its second
+/// since iscsi-perf's start. Its lines carry the time *remaining* of a `run_secs`
+/// run (`00:00:07 - lba 84568, iops current 92480 (361 MB/s), ...` after 1 s of 8).
+fn iscsi_perf_seconds(text: &str, run_secs: f64) -> Vec<(f64, f64)> {
     let words: Vec<&str> = text
         .split(|c: char| c.is_whitespace() || c == ',')
         .filter(|w| !w.is_empty())
@@ -362,7 +363,7 @@ fn iscsi_perf_seconds(text: &str) -> Vec<(f64, f64)> {
         let hms: Vec<&str> = w.split(':').collect();
         if hms.len() == 3 && hms.iter().all(|p| p.len() == 2 && p.parse::<u64>().is_ok()) {
             let n: Vec<u64> = hms.iter().map(|p| p.parse().unwrap()).collect();
-            now = Some((n[0] * 3600 + n[1] * 60 + n[2]) as f64);
+            now = Some(run_secs - (n[0] * 3600 + n[1] * 60 + n[2]) as f64);
         }
         if *w == "current" && i > 0 && words[i - 1] == "iops" {
             if let (Some(t), Some(v)) = (now, words.get(i + 1).and_then(|v| v.parse::<f64>().ok()))
@@ -376,8 +377,8 @@ fn iscsi_perf_seconds(text: &str) -> Vec<(f64, f64)> {
 
 /// iscsi-perf's IOPS over the window `[from, to]` seconds since its start: its
 /// per-second figures weighted by how much of each second falls in the window.
-fn iscsi_perf_iops(text: &str, from: f64, to: f64) -> f64 {
-    let secs = iscsi_perf_seconds(text);
+fn iscsi_perf_iops(text: &str, run_secs: f64, from: f64, to: f64) -> f64 {
+    let secs = iscsi_perf_seconds(text, run_secs);
     let (mut sum, mut weight) = (0.0, 0.0);
     for (t, v) in &secs {
         let overlap = (to.min(*t) - from.max(t - 1.0)).max(0.0);
