@@ -225,7 +225,6 @@ mod tests {
                 state: "LOGGED_IN".into(),
                 transport: "TCP".into(),
                 max_recv_data_segment_length: Some(262144),
-                ..Connection::default()
             }],
             ..Session::default()
         }
