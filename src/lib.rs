@@ -25,6 +25,7 @@ pub mod engine;
 pub mod import;
 pub mod initiator;
 pub mod model;
+pub mod observe;
 pub mod plan;
 pub mod reconcile;
 pub mod state;

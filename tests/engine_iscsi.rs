@@ -340,7 +340,7 @@ fn live_reload_keeps_untouched_sessions_and_refuses_cuts() {
     let o = isctl(&sock, &["sessions", "-o", "json"]);
     assert!(o.status.success(), "{}", all(&o));
     let before: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(before["count"], 1, "{before}");
+    assert_eq!(before["num_records"], 1, "{before}");
 
     // SIGHUP with a new target: served at once, the running session untouched.
     model(dir.path(), port, "\n[extent.r5]\ntype = \"ramdisk\"\nsize = \"4MiB\"\n[target.added]\nluns = { 0 = \"r5\" }\n[[target.added.group]]\nportal = \"p\"\n");
@@ -393,7 +393,7 @@ fn live_reload_keeps_untouched_sessions_and_refuses_cuts() {
     );
     let o = isctl(&sock, &["sessions", "-o", "json"]);
     let after: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(after["count"], 0, "iscsi-perf logged out: {after}");
+    assert_eq!(after["num_records"], 0, "iscsi-perf logged out: {after}");
 
     // With no one logged in the same change applies, and the target is gone.
     let o = isctl(&sock, &["apply", "--auto-approve", gone.to_str().unwrap()]);
@@ -597,9 +597,9 @@ fn a_session_takes_a_second_connection_and_logout_closes_both() {
     );
     let o = isctl(&sock, &["sessions", "-o", "json"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(v["count"], 1, "{v}");
+    assert_eq!(v["num_records"], 1, "{v}");
     assert_eq!(
-        v["sessions"][0]["connections"].as_array().map(|c| c.len()),
+        v["records"][0]["connections"].as_array().map(|c| c.len()),
         Some(2),
         "{v}"
     );

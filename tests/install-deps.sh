@@ -18,7 +18,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 export DEBIAN_FRONTEND=noninteractive
 
-PKGS=(qemu-system-x86 qemu-block-extra busybox-static kmod cpio libiscsi-bin tgt systemd open-iscsi fio targetcli-fb dbus-daemon)
+PKGS=(qemu-system-x86 qemu-block-extra busybox-static kmod cpio libiscsi-bin tgt systemd open-iscsi fio targetcli-fb dbus-daemon python3-prometheus-client)
 missing=()
 for p in "${PKGS[@]}" qemu-utils; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

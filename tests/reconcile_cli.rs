@@ -272,13 +272,16 @@ fn sessions_refuse_then_force() {
         "-o",
         "json",
         "sessions",
-        "initiator=*esxi*",
+        "initiator.name=*esxi*",
         "--fields",
-        "initiator,tsih,address",
+        "initiator.name,tsih,connections.initiator_address.address",
     ]);
     let v = o.json();
-    assert_eq!(v["count"], 1);
-    assert_eq!(v["sessions"][0]["connections"][0]["address"], "10.0.2.3");
+    assert_eq!(v["num_records"], 1);
+    assert_eq!(
+        v["records"][0]["connections"][0]["initiator_address"]["address"],
+        "10.0.2.3"
+    );
     let o = e.run(&[
         "sessions",
         "--order-by",
@@ -286,7 +289,7 @@ fn sessions_refuse_then_force() {
         "--max-records",
         "1",
         "--fields",
-        "initiator",
+        "initiator.name",
     ]);
     assert_eq!(o.stdout.lines().count(), 2, "{}", o.stdout);
 

@@ -56,6 +56,7 @@ fn reply_name(r: &Reply) -> &'static str {
     match r {
         Reply::Status(_) => "a status",
         Reply::Sessions { .. } => "a session list",
+        Reply::Stats(_) => "statistics",
         Reply::Plan(_) => "a plan",
         Reply::Applied(_) => "an apply report",
         Reply::Refused(_) => "a refusal",
@@ -144,12 +145,21 @@ impl UserspaceBackend {
             _ => None,
         })
     }
+
+    /// Every statistics counter of the engine.
+    pub fn statistics(&self) -> Result<crate::observe::stats::Statistics, EngineError> {
+        self.ask(&Request::Stats, |r| match r {
+            Reply::Stats(s) => Some(s),
+            _ => None,
+        })
+    }
 }
 
 fn request_name(r: &Request) -> &'static str {
     match r {
         Request::Status => "status",
         Request::Sessions => "sessions",
+        Request::Stats => "stats",
         Request::Plan { .. } => "plan",
         Request::Apply { .. } => "apply",
         Request::Reload { .. } => "reload",

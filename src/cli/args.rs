@@ -99,8 +99,12 @@ pub enum Command {
     Import(ImportArgs),
     /// What is applied, what is managed, what drifted.
     Status(StatusArgs),
-    /// List logged-in iSCSI sessions.
+    /// List logged-in iSCSI sessions (ONTAP's record shape and query language).
     Sessions(SessionsArgs),
+    /// I/O and login statistics per target, LUN and initiator.
+    Stats(StatsArgs),
+    /// Serve /metrics (Prometheus) and ONTAP's sessions API over local HTTP, read-only.
+    Exporter(ExporterArgs),
     /// Run the userspace iSCSI engine serving a model.
     Serve(ServeArgs),
     /// Prove a target works: discover, log in, ask (never read or write data), log out.
@@ -204,18 +208,46 @@ pub struct StatusArgs {
 
 #[derive(Debug, Args)]
 pub struct SessionsArgs {
-    /// Filters `field=value` (for example `initiator=iqn.1998-01.com.vmware:esx1`).
+    /// Filters in ONTAP's query syntax on any field by its dotted name
+    /// (`initiator.name=*esx*`, `tsih=>4`, `connections.authentication_type=chap|mutual_chap`,
+    /// `initiator.alias=!null`); operators `*`, `!`, `|`, `<`, `>`, `<=`, `>=`, `A..B`.
     #[arg(value_name = "FIELD=VALUE")]
     pub filters: Vec<String>,
-    /// Comma-separated fields to show.
-    #[arg(long, value_delimiter = ',')]
-    pub fields: Vec<String>,
-    /// Show at most this many sessions.
-    #[arg(long)]
+    /// Comma-separated fields to show (dotted names; `*` for all).
+    #[arg(long, value_name = "F,...")]
+    pub fields: Option<String>,
+    /// Show at most this many sessions (after sorting).
+    #[arg(long, value_name = "N")]
     pub max_records: Option<usize>,
-    /// Sort by this field.
-    #[arg(long)]
+    /// Sort by these fields, each optionally followed by `asc` or `desc`
+    /// (`--order-by "initiator.name,tsih desc"`).
+    #[arg(long, value_name = "F [asc|desc],...")]
     pub order_by: Option<String>,
+    /// `false`: print only the number of matching sessions.
+    #[arg(long, value_name = "BOOL", default_value = "true")]
+    pub return_records: String,
+}
+
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// Print again every SECS seconds, with per-second rates since the last sample.
+    #[arg(long, value_name = "SECS")]
+    pub watch: Option<f64>,
+    /// With --watch: stop after N intervals (the first sample, then N with rates;
+    /// default: until interrupted).
+    #[arg(long, value_name = "N", requires = "watch")]
+    pub count: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExporterArgs {
+    /// Address to serve HTTP on.
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:9287")]
+    pub listen: std::net::SocketAddr,
+    /// Allow a non-loopback --listen address (the endpoint has no authentication:
+    /// anyone who reaches it sees the sessions and counters).
+    #[arg(long)]
+    pub allow_remote: bool,
 }
 
 #[derive(Debug, Args)]
@@ -235,6 +267,10 @@ pub struct ServeArgs {
     /// Seconds from accept to a completed login (LIO: 15).
     #[arg(long, value_name = "SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub login_timeout: u64,
+    /// Do not count per-command statistics (commands, bytes, latency) for `isctl stats`
+    /// and the exporter; logins are still counted. For measuring their cost.
+    #[arg(long)]
+    pub no_stats: bool,
 }
 
 #[derive(Debug, Args)]

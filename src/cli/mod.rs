@@ -39,7 +39,10 @@ pub fn main() -> ExitCode {
     };
     // The engine and the watcher are daemons: their log is their status report, so
     // they log at info.
-    let daemon = matches!(cli.command, Command::Serve(_) | Command::Watch(_));
+    let daemon = matches!(
+        cli.command,
+        Command::Serve(_) | Command::Watch(_) | Command::Exporter(_)
+    );
     let json = matches!(&cli.command, Command::Watch(a) if a.log_format == args::LogFormat::Json);
     init_logging(
         cli.global.verbose + u8::from(daemon),
@@ -71,6 +74,8 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
         Command::Import(a) => cmd::import::run(&r, a),
         Command::Status(a) => cmd::status::run(&r, a),
         Command::Sessions(a) => cmd::sessions::run(&r, a),
+        Command::Stats(a) => cmd::stats::run(&r, a),
+        Command::Exporter(a) => cmd::exporter::run(&r, a),
         Command::Serve(a) => cmd::serve::run(&r, a),
         Command::Probe(a) => cmd::probe::run(&r, a),
         Command::Watch(a) => cmd::watch::run(&r, a),

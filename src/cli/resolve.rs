@@ -100,6 +100,15 @@ impl Resolved {
         }
     }
 
+    /// Where `sessions`, `stats` and the exporter read sessions and counters: the
+    /// chosen backend, and for LIO the configfs statistics under the root.
+    pub fn observe_source(&self) -> anyhow::Result<Box<dyn crate::observe::Source>> {
+        Ok(Box::new(HostSource {
+            host: self.host()?,
+            configfs_root: self.configfs_root.clone(),
+        }))
+    }
+
     /// The LIO backend, for the verbs only LIO has (`export`).
     pub fn lio_host(&self, verb: &str) -> anyhow::Result<LioHost> {
         match self.host()? {
@@ -151,5 +160,24 @@ impl Resolved {
             }
         }
         Ok(loaded.model)
+    }
+}
+
+/// The chosen backend as a source of sessions and statistics.
+struct HostSource {
+    host: Host,
+    configfs_root: PathBuf,
+}
+
+impl crate::observe::Source for HostSource {
+    fn sessions(&self) -> anyhow::Result<Vec<crate::state::Session>> {
+        Ok(self.host.sessions()?)
+    }
+
+    fn statistics(&self) -> anyhow::Result<crate::observe::stats::Statistics> {
+        match &self.host {
+            Host::Lio(_) => Ok(crate::observe::lio_stats::read(&self.configfs_root)),
+            Host::Engine(e) => Ok(e.statistics()?),
+        }
     }
 }

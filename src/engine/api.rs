@@ -27,6 +27,8 @@ pub enum Request {
     Status,
     /// Every logged-in session.
     Sessions,
+    /// Every statistics counter (`isctl stats`, the exporter).
+    Stats,
     /// What serving the model at `path` (absolute) would change.
     Plan { path: PathBuf, force: bool },
     /// Serve the model at `path` (absolute). With `expect_generation`, only if the
@@ -48,6 +50,7 @@ pub enum Reply {
     Sessions {
         sessions: Vec<Session>,
     },
+    Stats(crate::observe::stats::Statistics),
     /// The plan (for `Plan`), or what was applied (for `Apply`/`Reload`).
     Plan(PlanReport),
     Applied(ApplyReport),

@@ -26,3 +26,4 @@ pub mod iscsi;
 pub mod lu;
 pub mod scsi;
 pub mod server;
+pub mod stats;

@@ -29,7 +29,9 @@ use serde::{Deserialize, Serialize};
 use crate::model::{Origin, Secret};
 
 pub use lower::{lower, LowerError, LowerErrors};
-pub use observed::{Connection, DeviceFact, FileFact, HostFacts, Observed, Session};
+pub use observed::{
+    Connection, DeviceFact, FileFact, HostFacts, Observed, Session, SessionParameters,
+};
 
 /// The IEEE company id LIO gives every new storage object (OpenFabrics, 00 14 05).
 pub const DEFAULT_COMPANY_ID: u32 = 0x001405;

@@ -36,6 +36,30 @@ pub struct Session {
     /// `TARG_SESS_STATE_LOGGED_IN`, ...
     pub state: Option<String>,
     pub connections: Vec<Connection>,
+    /// The model's name of the portal group (`[portal.NAME]`), where known.
+    #[serde(default)]
+    pub portal_group: Option<String>,
+    /// The initiator groups that admit this initiator on this target (the engine;
+    /// LIO's configfs has no notion of them).
+    #[serde(default)]
+    pub igroups: Vec<String>,
+    /// The comment of the (first) initiator group that admitted it.
+    #[serde(default)]
+    pub initiator_comment: Option<String>,
+    /// The session-wide negotiated parameters, where the backend shows them.
+    #[serde(default)]
+    pub params: Option<SessionParameters>,
+}
+
+/// Session-wide negotiated login parameters (RFC 7143 §13), as ONTAP's
+/// `vserver iscsi session parameter show` lists them.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SessionParameters {
+    pub max_connections: u16,
+    pub initial_r2t: bool,
+    pub immediate_data: bool,
+    pub max_burst_length: u32,
+    pub first_burst_length: u32,
 }
 
 impl Session {
@@ -68,6 +92,15 @@ pub struct Connection {
     pub header_digest: Option<bool>,
     #[serde(default)]
     pub data_digest: Option<bool>,
+    /// The initiator's TCP port, where the backend shows it (the engine).
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// `none`, `chap` or `mutual_chap`, where the backend knows it.
+    #[serde(default)]
+    pub authentication: Option<String>,
+    /// MaxRecvDataSegmentLength the initiator declared (what the target may send).
+    #[serde(default)]
+    pub max_recv_data_segment_length: Option<u32>,
 }
 
 /// Facts about backing files and devices the desired state names.

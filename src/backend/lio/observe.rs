@@ -455,6 +455,7 @@ impl<'a> Observer<'a> {
                 session_type: None,
                 state: None,
                 connections: vec![],
+                ..Session::default()
             });
         }
         if self.scope == ObserveScope::Full {
@@ -509,6 +510,64 @@ impl<'a> Observer<'a> {
         Ok(())
     }
 
+    /// What LIO shows of a live ACL session beyond `info`: the negotiated
+    /// parameters (`acls/<I>/param/*`, numbers as the kernel holds them) and the
+    /// authentication the TPG requires of this ACL. LIO does not record which
+    /// method a login actually used, so this is what the configuration demands:
+    /// CHAP when the TPG's (or the ACL's) `authentication` is 1, mutual when the
+    /// ACL also has `userid_mutual`.
+    fn session_details(&self, iqn: &str, tag: u16, init: &str, acl: &Acl, s: &mut Session) {
+        let p = self.paths;
+        // Optional reads: an older kernel (or the simulator) may lack a file.
+        let param = |key: &str| -> Option<String> {
+            let v = self.read_opt(&p.acl(iqn, tag, init).join("param").join(key))?;
+            let v = v.trim();
+            (!v.is_empty() && !v.starts_with("No Active")).then(|| v.to_string())
+        };
+        let num = |key: &str| param(key).and_then(|v| v.parse::<u32>().ok());
+        let yes = |key: &str| param(key).map(|v| v.eq_ignore_ascii_case("yes") || v == "1");
+        let digest = |key: &str| param(key).map(|v| v.eq_ignore_ascii_case("CRC32C"));
+        if let (Some(mc), Some(r2t), Some(imm), Some(mbl), Some(fbl)) = (
+            num("MaxConnections"),
+            yes("InitialR2T"),
+            yes("ImmediateData"),
+            num("MaxBurstLength"),
+            num("FirstBurstLength"),
+        ) {
+            s.params = Some(crate::state::SessionParameters {
+                max_connections: u16::try_from(mc).unwrap_or(u16::MAX),
+                initial_r2t: r2t,
+                immediate_data: imm,
+                max_burst_length: mbl,
+                first_burst_length: fbl,
+            });
+        }
+        let tpg_authn = self
+            .read_opt(&p.tpg_attrib(iqn, tag, "authentication"))
+            .unwrap_or_default();
+        let required = acl.authentication.unwrap_or(tpg_authn.trim() == "1");
+        let mutual = acl
+            .auth
+            .as_ref()
+            .is_some_and(|c| !c.userid_mutual.is_empty());
+        let authentication = match (required, mutual) {
+            (false, _) => "none",
+            (true, false) => "chap",
+            (true, true) => "mutual_chap",
+        };
+        let (hd, dd, mrdsl) = (
+            digest("HeaderDigest"),
+            digest("DataDigest"),
+            num("MaxRecvDataSegmentLength"),
+        );
+        for c in &mut s.connections {
+            c.authentication = Some(authentication.into());
+            c.header_digest = hd;
+            c.data_digest = dd;
+            c.max_recv_data_segment_length = mrdsl;
+        }
+    }
+
     fn observe_acl(
         &self,
         iqn: &str,
@@ -531,7 +590,8 @@ impl<'a> Observer<'a> {
             origin: None,
         };
         let info = self.read(&p.acl_file(iqn, tag, init, "info"))?;
-        if let Some(s) = parse_acl_info(&info, iqn, tag) {
+        if let Some(mut s) = parse_acl_info(&info, iqn, tag) {
+            self.session_details(iqn, tag, init, &acl, &mut s);
             sessions.push(s);
         }
         for dir in self.dirs(&p.acl(iqn, tag, init))? {
@@ -678,6 +738,7 @@ pub fn parse_acl_info(info: &str, target: &str, tag: u16) -> Option<Session> {
         session_type: None,
         state: None,
         connections: vec![],
+        ..Session::default()
     };
     let mut lines = info.lines().peekable();
     while let Some(line) = lines.next() {

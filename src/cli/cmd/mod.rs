@@ -5,12 +5,14 @@
 
 pub mod apply;
 pub mod export;
+pub mod exporter;
 pub mod generate_docs;
 pub mod import;
 pub mod plan;
 pub mod probe;
 pub mod serve;
 pub mod sessions;
+pub mod stats;
 pub mod status;
 pub mod validate;
 pub mod watch;

@@ -10,6 +10,6 @@ pub fn run(r: &Resolved, args: &ServeArgs) -> anyhow::Result<u8> {
         max_logins: args.max_logins as usize,
         login_timeout: std::time::Duration::from_secs(args.login_timeout),
     };
-    crate::engine::server::serve(&args.path, &r.socket, limits)?;
+    crate::engine::server::serve(&args.path, &r.socket, limits, !args.no_stats)?;
     Ok(crate::cli::exit::OK)
 }

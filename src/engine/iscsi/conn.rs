@@ -69,6 +69,8 @@ pub trait Engine: Send + Sync {
     /// The SCSI target behind an iSCSI target name.
     fn scsi_target(&self, target: &str) -> Option<Arc<scsi::ScsiTarget>>;
     fn registry(&self) -> &crate::engine::iscsi::session::Registry;
+    /// Where logins and commands are counted.
+    fn stats(&self) -> &crate::engine::stats::EngineStats;
     /// True once the engine is shutting down.
     fn stopping(&self) -> bool;
 }
@@ -110,6 +112,7 @@ pub fn serve_connection(
         portal,
         recv_limit: 0,
         bound: None,
+        login_target: None,
     };
     let logged_in = conn.login();
     drop(login_slot);
@@ -143,6 +146,8 @@ struct Conn {
     recv_limit: u32,
     /// The session and CID once bound: the registry learns when the connection ends.
     bound: Option<(Arc<Session>, u16)>,
+    /// The target the login named, for counting its outcome.
+    login_target: Option<String>,
 }
 
 impl Conn {
@@ -184,6 +189,9 @@ impl Conn {
                     self.wire.flush()?;
                 }
                 Step::Fail(bhs, reason) => {
+                    self.engine
+                        .stats()
+                        .login(login.target(), bhs.login_status());
                     tracing::info!(
                         status = format!("{:#06x}", bhs.login_status()),
                         "login refused: {reason}"
@@ -192,7 +200,10 @@ impl Conn {
                     self.wire.flush()?;
                     return Ok(None);
                 }
-                Step::Complete(done) => return self.bind(*done),
+                Step::Complete(done) => {
+                    self.login_target = done.target.clone();
+                    return self.bind(*done);
+                }
             }
         }
     }
@@ -327,13 +338,19 @@ impl Conn {
             local: self.local,
             peer: self.peer,
         };
-        let core = FullFeature::new(
+        let stats = self.engine.stats();
+        stats.login(session.target_name(), 0);
+        let recorder = session
+            .target_name()
+            .and_then(|t| stats.recorder(t, &session.initiator));
+        let mut core = FullFeature::new(
             session,
             cid,
             params,
             stat_sn.wrapping_add(1),
             Box::new(discovery),
         );
+        core.record_with(recorder);
         Ok(Some(core))
     }
 
@@ -344,6 +361,9 @@ impl Conn {
         why: &str,
     ) -> io::Result<Option<FullFeature>> {
         tracing::info!("login refused: {why}");
+        self.engine
+            .stats()
+            .login(self.login_target.as_deref(), status.0);
         response.set_flags(0);
         response.set_login_status(status.0);
         self.wire.push(response, &[])?;

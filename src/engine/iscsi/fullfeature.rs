@@ -274,6 +274,8 @@ pub struct Job {
     expected_len: u32,
     direction: DataDirection,
     attribute: TaskAttribute,
+    /// Where the command is counted (`None`: statistics off).
+    stats: Option<crate::engine::stats::Recorder>,
 }
 
 impl Job {
@@ -305,7 +307,19 @@ impl Job {
             attribute: self.attribute,
             tag: self.itt,
         };
-        scsi.execute(nexus, &cmd)
+        // The one place every SCSI command runs (on an I/O worker or inline): its
+        // statistics are counted here, latency included.
+        let started = self.stats.as_ref().map(|_| std::time::Instant::now());
+        let resp = scsi.execute(nexus, &cmd);
+        if let (Some(r), Some(t0)) = (&self.stats, started) {
+            r.command(
+                cmd.lun,
+                resp.data_in.len() as u64,
+                cmd.data_out.len() as u64,
+                t0.elapsed(),
+            );
+        }
+        resp
     }
 }
 
@@ -345,6 +359,8 @@ pub struct FullFeature {
     /// Running tasks a task management function ended: their responses are dropped.
     cancelled: HashSet<u32>,
     tmfs: Vec<PendingTmf>,
+    /// Where commands and errors are counted (`None`: statistics off, or discovery).
+    stats: Option<crate::engine::stats::Recorder>,
 }
 
 impl FullFeature {
@@ -373,6 +389,7 @@ impl FullFeature {
             running: HashMap::new(),
             cancelled: HashSet::new(),
             tmfs: Vec::new(),
+            stats: None,
         }
     }
 
@@ -443,7 +460,13 @@ impl FullFeature {
             expected_len: task.expected_len,
             direction: task.direction,
             attribute: task.attribute,
+            stats: self.stats.clone(),
         }
+    }
+
+    /// Count this connection's commands and errors with `recorder`.
+    pub fn record_with(&mut self, recorder: Option<crate::engine::stats::Recorder>) {
+        self.stats = recorder;
     }
 
     pub fn session(&self) -> &Arc<Session> {
@@ -452,6 +475,13 @@ impl FullFeature {
 
     /// Handle one input; PDUs to send go to `out`.
     pub fn handle(&mut self, input: Input, out: &mut dyn Transmit) -> Next {
+        if let Some(r) = &self.stats {
+            match &input {
+                Input::HeaderDigestError | Input::DataDigestError(_) => r.digest_error(),
+                Input::SegmentTooLong { .. } => r.format_error(),
+                _ => {}
+            }
+        }
         match input {
             Input::Pdu(pdu) => self.dispatch(pdu, out),
             Input::HeaderDigestError => {
@@ -476,6 +506,9 @@ impl FullFeature {
                         "no answer to a NOP-In for {} s: closing",
                         IDLE_PING.as_secs()
                     );
+                    if let Some(r) = &self.stats {
+                        r.connection_error();
+                    }
                     Next::Close
                 }
                 None if quiet_for > IDLE_PING => {

@@ -113,6 +113,8 @@ pub struct Login {
     partial: Vec<u8>,
     initiator_alias: Option<String>,
     sent_first_response: bool,
+    /// The TargetName of the first request, even when the login is refused.
+    named_target: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -132,6 +134,12 @@ impl Default for Login {
 }
 
 impl Login {
+    /// The target the initiator named in its first request, once it has sent one
+    /// (for counting login outcomes per target).
+    pub fn target(&self) -> Option<&str> {
+        self.named_target.as_deref()
+    }
+
     pub fn new() -> Login {
         Login {
             first: None,
@@ -145,6 +153,7 @@ impl Login {
             partial: Vec::new(),
             initiator_alias: None,
             sent_first_response: false,
+            named_target: None,
         }
     }
 
@@ -380,6 +389,7 @@ impl Login {
                         "no TargetName".into(),
                     ));
                 };
+                self.named_target = Some(target.clone());
                 match access.normal(&target, &initiator) {
                     Ok(g) => (Some(target), g),
                     Err(status) => {

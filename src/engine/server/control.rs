@@ -22,6 +22,7 @@ use crate::engine::api::{
 use crate::engine::iscsi::session::{ConnEntry, Session as EngineSession};
 use crate::state::{Connection, Session};
 
+use super::config::Config;
 use super::{ServeError, Server};
 
 /// The running control socket.
@@ -203,6 +204,7 @@ fn answer(server: &Arc<Server>, req: Request) -> Reply {
         Request::Sessions => Reply::Sessions {
             sessions: sessions(server),
         },
+        Request::Stats => Reply::Stats(statistics(server)),
         Request::Plan { path, .. } | Request::Apply { path, .. } if !path.is_absolute() => {
             Reply::Error {
                 message: format!("{}: the engine needs an absolute path", path.display()),
@@ -307,6 +309,67 @@ pub fn status(server: &Server) -> Status {
     }
 }
 
+/// Every counter, with the logged-in sessions per target.
+pub fn statistics(server: &Server) -> crate::observe::stats::Statistics {
+    let mut per_target = std::collections::BTreeMap::new();
+    for s in server.registry().all() {
+        if let Some(t) = s.target_name() {
+            *per_target.entry(t.to_string()).or_insert(0) += 1;
+        }
+    }
+    server.stats().snapshot(&per_target)
+}
+
+/// What the model says of a session: its portal group's name, the initiator groups
+/// that admit it (with the first one's comment), and how each connection had to
+/// authenticate (the group it logged in through).
+fn admitted(config: &Config, record: &mut Session, conns: &[ConnEntry]) {
+    let Some(target) = config.targets.get(&record.target) else {
+        return;
+    };
+    for (c, entry) in record.connections.iter_mut().zip(conns) {
+        let Some(portal) = config.portal_for(entry.listen) else {
+            continue;
+        };
+        record
+            .portal_group
+            .get_or_insert_with(|| portal.name.clone());
+        let ip = entry.peer.ip();
+        if let Ok(group) = config.group_for(target, &portal.name, &record.initiator, ip) {
+            let mutual = group
+                .auth
+                .as_ref()
+                .and_then(|a| config.model.auths.get(a))
+                .is_some_and(|a| a.peer.is_some());
+            c.authentication = Some(
+                match group.auth_method {
+                    crate::model::AuthMethod::None => "none",
+                    _ if mutual => "mutual_chap",
+                    crate::model::AuthMethod::Chap => "chap",
+                    crate::model::AuthMethod::MutualChap => "mutual_chap",
+                }
+                .into(),
+            );
+        }
+        for g in target.groups.iter().filter(|g| g.portal == portal.name) {
+            let Some(name) = &g.initiator_group else {
+                continue;
+            };
+            if config.admits(g, &record.initiator, ip) && !record.igroups.contains(name) {
+                if record.initiator_comment.is_none() {
+                    record.initiator_comment = config
+                        .model
+                        .initiator_groups
+                        .get(name)
+                        .map(|ig| ig.comment.clone())
+                        .filter(|c| !c.is_empty());
+                }
+                record.igroups.push(name.clone());
+            }
+        }
+    }
+}
+
 /// A session of the engine as every backend reports sessions.
 pub fn session_record(s: &EngineSession, conns: &[ConnEntry]) -> Session {
     Session {
@@ -337,17 +400,34 @@ pub fn session_record(s: &EngineSession, conns: &[ConnEntry]) -> Session {
                 local_address: Some(c.local.to_string()),
                 header_digest: Some(c.params.header_digest),
                 data_digest: Some(c.params.data_digest),
+                port: Some(c.peer.port()),
+                max_recv_data_segment_length: Some(c.params.send_limit),
+                ..Connection::default()
             })
             .collect(),
+        params: Some(crate::state::SessionParameters {
+            max_connections: s.params.max_connections,
+            initial_r2t: s.params.initial_r2t,
+            immediate_data: s.params.immediate_data,
+            max_burst_length: s.params.max_burst_length,
+            first_burst_length: s.params.first_burst_length,
+        }),
+        ..Session::default()
     }
 }
 
 pub fn sessions(server: &Server) -> Vec<Session> {
+    let config = server.config();
     server
         .registry()
         .all()
         .iter()
-        .map(|s| session_record(s, &s.conns()))
+        .map(|s| {
+            let conns = s.conns();
+            let mut record = session_record(s, &conns);
+            admitted(&config, &mut record, &conns);
+            record
+        })
         .collect()
 }
 

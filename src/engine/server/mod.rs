@@ -91,6 +91,7 @@ pub struct Server {
     /// against).
     generation: AtomicU64,
     started: SystemTime,
+    stats: crate::engine::stats::EngineStats,
 }
 
 struct Listener {
@@ -99,7 +100,7 @@ struct Listener {
 }
 
 impl Server {
-    fn new(config: Config, gate: Arc<Gate>) -> Arc<Server> {
+    fn new(config: Config, gate: Arc<Gate>, stats: bool) -> Arc<Server> {
         Arc::new(Server {
             gate,
             config: RwLock::new(Arc::new(config)),
@@ -110,6 +111,7 @@ impl Server {
             reconfiguring: Mutex::new(()),
             generation: AtomicU64::new(1),
             started: SystemTime::now(),
+            stats: crate::engine::stats::EngineStats::new(stats),
         })
     }
 
@@ -122,6 +124,10 @@ impl Server {
 
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    pub fn stats(&self) -> &crate::engine::stats::EngineStats {
+        &self.stats
     }
 
     pub fn started(&self) -> SystemTime {
@@ -393,14 +399,24 @@ impl Engine for Server {
         &self.registry
     }
 
+    fn stats(&self) -> &crate::engine::stats::EngineStats {
+        &self.stats
+    }
+
     fn stopping(&self) -> bool {
         self.stopping.load(Ordering::SeqCst)
     }
 }
 
 /// Run the engine until SIGTERM or SIGINT. SIGHUP re-reads the model from `path`.
-/// `limits` bound the connections before login (see `admission`).
-pub fn serve(path: &Path, control_socket: &Path, limits: Limits) -> Result<(), ServeError> {
+/// `limits` bound the connections before login (see `admission`); `stats`: count
+/// per-command statistics (`isctl serve --no-stats` turns them off).
+pub fn serve(
+    path: &Path,
+    control_socket: &Path,
+    limits: Limits,
+    stats: bool,
+) -> Result<(), ServeError> {
     use nix::sys::signal::{SigSet, Signal};
 
     // Block the signals in this thread before any other starts, so that every thread
@@ -426,7 +442,7 @@ pub fn serve(path: &Path, control_socket: &Path, limits: Limits) -> Result<(), S
     let luns: usize = config.targets.values().map(|t| t.luns.len()).sum();
     raise_descriptor_limit(&limits)?;
     let gate = Gate::new(limits).map_err(ServeError::Gate)?;
-    let server = Server::new(config, gate.clone());
+    let server = Server::new(config, gate.clone(), stats);
     let gate_thread = {
         let server = server.clone();
         let start: Box<gate::StartLogin> =
@@ -534,7 +550,7 @@ mod tests {
                     [[target.\"iqn.2026-11.io.isctl:t\".group]]\nportal = \"p\"\n";
         let model = crate::model::load_str("m.toml", text).unwrap().model;
         let config = Config::build(model.clone(), "m.toml".into(), None).unwrap();
-        let server = Server::new(config, Gate::new(Limits::default()).unwrap());
+        let server = Server::new(config, Gate::new(Limits::default()).unwrap(), true);
         let target = "iqn.2026-11.io.isctl:t".to_string();
         // Registered, but its last connection has just closed (a logout racing the
         // plan's read of the registry).

@@ -414,6 +414,7 @@ fn sessions_make_a_cut_a_refusal_unless_forced() {
         session_type: Some("Normal".into()),
         state: None,
         connections: vec![],
+        ..Session::default()
     };
     let o = Observed {
         state: applied(),
