@@ -1,5 +1,5 @@
-//! isctl's own iSCSI initiator, informational only: `isctl probe` (and later
-//! `apply --verify`) use it to prove that a target works, the way Windows' informational
+//! isctl's own iSCSI initiator, informational only: `isctl probe` and `apply --verify`
+//! use it to prove that a target works, the way Windows' informational
 //! login session does: discover, log in, ask, log out, never touch data.
 //!
 //! Owns:
@@ -15,7 +15,9 @@
 //!   SendTargets, SCSI commands with Data-In, NOP-In answers, logout;
 //! * `probe`: the probe itself (what to ask, in which order) and its report, which is
 //!   the JSON contract of `isctl probe -o json` (docs/probe.md);
-//! * `verify`: comparing a report with a model.
+//! * `verify`: comparing a report with a model;
+//! * `verify_apply`: the checks of `isctl apply --verify[=strict]` (which logins to
+//!   make after an apply, with fresh ISIDs, and their report).
 //!
 //! Does not: write, read blocks, reserve, UNMAP or MODE SELECT (no command that changes
 //! or reads the medium is ever built here); print (the CLI renders the report).
@@ -26,6 +28,7 @@ pub mod login;
 pub mod probe;
 pub mod scsi;
 pub mod verify;
+pub mod verify_apply;
 
 use crate::engine::iscsi::negotiate::TextError;
 use crate::engine::iscsi::pdu::ReadError;
