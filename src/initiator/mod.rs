@@ -63,3 +63,21 @@ pub enum InitiatorError {
 }
 
 pub type Result<T> = std::result::Result<T, InitiatorError>;
+
+/// Random bytes (mutual CHAP challenges, `apply --verify`'s ISIDs) that never wait for
+/// the kernel's entropy pool: its CSPRNG once seeded (`GRND_NONBLOCK`), else its best
+/// effort (`GRND_INSECURE`, Linux 5.6+). A freshly booted host without a hardware RNG
+/// (a TCG VM such as the LIO test bed) can block getrandom(2) for minutes, and a check
+/// right after boot must not hang on that.
+pub(crate) fn random_bytes(buf: &mut [u8]) {
+    #[cfg(target_os = "linux")]
+    for flags in [libc::GRND_NONBLOCK, libc::GRND_INSECURE] {
+        // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`.
+        let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), flags) };
+        if usize::try_from(n).is_ok_and(|n| n == buf.len()) {
+            return;
+        }
+    }
+    use rand::RngCore as _;
+    rand::rng().fill_bytes(buf);
+}

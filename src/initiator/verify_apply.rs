@@ -88,7 +88,7 @@ pub struct Skipped {
 
 #[derive(Debug, Clone)]
 pub enum Step {
-    Run(Check),
+    Run(Box<Check>),
     Skip(Skipped),
 }
 
@@ -205,7 +205,7 @@ pub fn plan(model: &Model, level: Level, isids: &mut FreshIsids) -> Vec<Step> {
                     })
                 };
                 let mut check = |kind, initiator: &str, chap: Option<ChapConfig>| {
-                    Step::Run(Check {
+                    Step::Run(Box::new(Check {
                         kind,
                         target: t.name.as_str().to_string(),
                         portal_group: g.portal.clone(),
@@ -215,7 +215,7 @@ pub fn plan(model: &Model, level: Level, isids: &mut FreshIsids) -> Vec<Step> {
                         chap,
                         discovery_chap: discovery_chap.clone(),
                         isid: isids.next_isid(),
-                    })
+                    }))
                 };
                 // Each check connects from the address it connects to (loopback, or
                 // the portal's own address, both local): a group limited to other
@@ -325,7 +325,27 @@ pub struct VerifyReport {
     pub live_sessions: usize,
     /// Of those, sessions whose ISID the backend does not show (LIO demo mode).
     pub live_sessions_without_isid: usize,
+    /// Why no check ran (the live sessions could not be read, so no ISID is known to be
+    /// fresh); `None` when the checks ran.
+    pub error: Option<String>,
     pub checks: Vec<CheckReport>,
+}
+
+impl VerifyReport {
+    /// A verify that could not start: it fails, and says why.
+    pub fn not_run(level: Level, error: String) -> VerifyReport {
+        VerifyReport {
+            level,
+            ok: false,
+            passed: 0,
+            failed: 0,
+            skipped: 0,
+            live_sessions: 0,
+            live_sessions_without_isid: 0,
+            error: Some(error),
+            checks: Vec::new(),
+        }
+    }
 }
 
 fn auth_name(chap: &Option<ChapConfig>) -> &'static str {
@@ -343,7 +363,9 @@ pub fn verify(
     level: Level,
     timeout: Duration,
 ) -> VerifyReport {
-    let mut isids = FreshIsids::new(sessions, rand::random());
+    let mut random = [0u8; 3];
+    super::random_bytes(&mut random);
+    let mut isids = FreshIsids::new(sessions, random);
     let steps = plan(model, level, &mut isids);
     let checks: Vec<CheckReport> = steps.iter().map(|s| run(model, s, timeout)).collect();
     let count = |o| checks.iter().filter(|c| c.outcome == o).count();
@@ -355,6 +377,7 @@ pub fn verify(
         skipped: count(Outcome::Skipped),
         live_sessions: sessions.len(),
         live_sessions_without_isid: sessions.iter().filter(|s| s.isid.is_none()).count(),
+        error: None,
         checks,
     }
 }
@@ -540,6 +563,9 @@ pub fn text(v: &VerifyReport) -> String {
             String::new()
         }
     );
+    if let Some(e) = &v.error {
+        let _ = writeln!(s, "  not run: {e}");
+    }
     for c in &v.checks {
         let what = match c.check {
             CheckKind::Admitted => "login",
