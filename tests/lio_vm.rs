@@ -11,6 +11,8 @@
 //! kernel saw zero mkdir/rmdir/symlink/unlink/write calls on configfs, and the byte-exact
 //! tree dump ([`harness::tree`]) is identical before and after.
 
+mod common;
+
 #[path = "lio_vm/mod.rs"]
 mod harness;
 
@@ -18,6 +20,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use common::Isctl;
 use harness::expect::{self, ANY_INITIATOR};
 use harness::holder::{LoginSpec, SessionHolder};
 use harness::isctl::{apply_ok, isctl, isctl_cmd, traced, ApplyReport, STATE_DIR};
@@ -598,6 +601,231 @@ fn chap_mutual_chap_discovery_auth_and_acls_are_enforced() {
         &format!("iscsi://discuser%wrongSecret123@127.0.0.1:{port}"),
     )
     .expect_failure("discovery with a wrong secret");
+}
+
+/// `apply --verify=strict` in the VM proves what it applied (no auth in demo mode, CHAP
+/// and mutual CHAP for a named initiator, outsiders and wrong secrets refused by LIO),
+/// then isctl's own initiator on the host probes LIO through the forwarded port: no auth,
+/// CHAP and mutual CHAP with right and wrong secrets (each failure named), CRC32C
+/// digests. Neither ever writes: the backing file's checksum is unchanged.
+#[test]
+#[ignore = "needs QEMU + LIO kernel: run via tests/run.sh"]
+fn apply_verify_and_probe_against_lio() {
+    let path = test_model_path("verify.toml");
+    let model = load_model(&path);
+    let mut vm = boot_for("verify", &model);
+    put_model(&vm, "verify.toml", &path);
+    let checksum = |vm: &mut Vm| vm.sh("sha256sum /srv/verify/disk.img").stdout;
+
+    let out = isctl(
+        &mut vm,
+        "apply --auto-approve --verify=strict -o json verify.toml",
+    );
+    assert_eq!(
+        out.status,
+        0,
+        "apply --verify=strict in the VM:\n{}",
+        combined(&out)
+    );
+    let v: serde_json::Value = serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("apply -o json is not JSON ({e}):\n{}", combined(&out)));
+    assert_eq!(v["status"], "applied", "{}", out.stdout);
+    assert_eq!(v["verify"]["ok"], true, "{}", out.stdout);
+    let sum = checksum(&mut vm);
+    let checks = v["verify"]["checks"].as_array().unwrap();
+    let find = |t: &str, kind: &str| {
+        let t = format!("{BASENAME}:{t}");
+        checks
+            .iter()
+            .find(|c| c["target"] == t.as_str() && c["check"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} check of {t}:\n{}", out.stdout))
+    };
+    let open = find("open", "admitted");
+    assert_eq!(open["outcome"], "passed", "{}", out.stdout);
+    assert_eq!(open["address"], "127.0.0.1:3260");
+    assert_eq!(open["luns"][0]["serial"], "5e71f1ed15c0", "{}", out.stdout);
+    assert_eq!(open["luns"][0]["capacity"]["bytes"], 16u64 << 20);
+    let oneway = find("oneway", "admitted");
+    assert_eq!(oneway["outcome"], "passed", "{}", out.stdout);
+    assert_eq!(
+        (&oneway["initiator"], &oneway["auth"]),
+        (&HOST1.into(), &"chap".into())
+    );
+    let mutual = find("mutual", "admitted");
+    assert_eq!(mutual["outcome"], "passed", "{}", out.stdout);
+    assert_eq!(
+        mutual["login"]["mutual_chap_verified"], true,
+        "{}",
+        out.stdout
+    );
+    assert_eq!(mutual["luns"][0]["write_protected"], true, "{}", out.stdout);
+    for t in ["oneway", "mutual"] {
+        let o = find(t, "outsider");
+        assert_eq!(
+            o["outcome"], "passed",
+            "LIO admitted an outsider:\n{}",
+            out.stdout
+        );
+        assert_eq!(
+            o["login"]["status"].as_u64().unwrap() >> 8,
+            2,
+            "{}",
+            out.stdout
+        );
+        let w = find(t, "wrong-secret");
+        assert_eq!(w["outcome"], "passed", "{}", out.stdout);
+        assert_eq!(
+            w["login"]["status_name"], "authentication failure",
+            "{}",
+            out.stdout
+        );
+    }
+    // Demo mode admits anyone and asks no secret: the host cannot check either refusal.
+    assert_eq!(find("open", "outsider")["outcome"], "skipped");
+    assert_eq!(find("open", "wrong-secret")["outcome"], "skipped");
+    // A re-apply (no changes) verifies too.
+    let out = isctl(&mut vm, "apply --auto-approve --verify verify.toml");
+    assert_eq!(out.status, 0, "{}", combined(&out));
+    assert!(
+        out.stdout
+            .contains("Verify: 3 passed, 0 failed, 0 skipped."),
+        "{}",
+        combined(&out)
+    );
+
+    // The host's probe through the forwarded port.
+    let portal = format!("127.0.0.1:{}", vm.port());
+    let probe = |args: &[&str]| {
+        Isctl::new()
+            .args(["probe", &portal, "--timeout", "60"])
+            .args(args)
+            .env("ONEWAY", "onewaySecret12")
+            .env("MUTUAL", "mutualSecret12")
+            .env("TARGETSIDE", "targetSecret12")
+            .env("WRONG", "wrongSecret123")
+            .run()
+    };
+    let t = |name: &str| format!("{BASENAME}:{name}");
+    let r = probe(&["-o", "json", "--target", &t("open")]);
+    r.assert_exit(0);
+    let j = r.json();
+    assert_eq!(j["targets"][0]["login"]["auth"], "none", "{r}");
+    assert_eq!(j["targets"][0]["luns"][0]["serial"], "5e71f1ed15c0", "{r}");
+    let r = probe(&[
+        "-o",
+        "json",
+        "--target",
+        &t("open"),
+        "--header-digest",
+        "crc32c",
+        "--data-digest",
+        "crc32c",
+    ]);
+    r.assert_exit(0);
+    let neg = &r.json()["targets"][0]["login"]["negotiated"];
+    assert_eq!(
+        (&neg["HeaderDigest"], &neg["DataDigest"]),
+        (&"CRC32C".into(), &"CRC32C".into()),
+        "{r}"
+    );
+
+    let chap = ["--initiator", HOST1, "--chap-user", "onewayuser"];
+    let r = probe(
+        &[
+            &["--target", &t("oneway"), "--chap-secret-env", "ONEWAY"][..],
+            &chap,
+        ]
+        .concat(),
+    );
+    r.assert_exit(0);
+    assert!(r.stdout.contains("login: success (CHAP"), "{r}");
+    let r = probe(
+        &[
+            &["--target", &t("oneway"), "--chap-secret-env", "WRONG"][..],
+            &chap,
+        ]
+        .concat(),
+    );
+    r.assert_exit(1);
+    assert!(
+        r.stdout.contains("authentication failure (status 0x0201)"),
+        "{r}"
+    );
+
+    let mutual = [
+        "--target",
+        &t("mutual"),
+        "--initiator",
+        HOST1,
+        "--chap-user",
+        "mutualuser",
+        "--peer-user",
+        "targetside",
+    ];
+    let r = probe(
+        &[
+            &mutual[..],
+            &[
+                "--chap-secret-env",
+                "MUTUAL",
+                "--peer-secret-env",
+                "TARGETSIDE",
+            ],
+        ]
+        .concat(),
+    );
+    r.assert_exit(0);
+    assert!(r.stdout.contains("mutual CHAP verified"), "{r}");
+    let r = probe(
+        &[
+            &mutual[..],
+            &[
+                "-o",
+                "json",
+                "--chap-secret-env",
+                "MUTUAL",
+                "--peer-secret-env",
+                "WRONG",
+            ],
+        ]
+        .concat(),
+    );
+    r.assert_exit(1);
+    assert_eq!(
+        r.json()["targets"][0]["login"]["status_name"],
+        "mutual CHAP failed",
+        "{r}"
+    );
+    let r = probe(
+        &[
+            &mutual[..],
+            &[
+                "--chap-secret-env",
+                "WRONG",
+                "--peer-secret-env",
+                "TARGETSIDE",
+            ],
+        ]
+        .concat(),
+    );
+    r.assert_exit(1);
+    assert!(
+        r.stdout.contains("authentication failure (status 0x0201)"),
+        "{r}"
+    );
+
+    assert_eq!(
+        checksum(&mut vm),
+        sum,
+        "probe or verify changed the backing file"
+    );
+    let out = isctl(&mut vm, "sessions");
+    assert_eq!(out.status, 0, "{}", combined(&out));
+    assert!(
+        !out.stdout.contains(HOST1),
+        "a probe or verify session stayed logged in:\n{}",
+        out.stdout
+    );
 }
 
 /// Test 4: a change (a LUN added, an attribute changed, a target removed) is planned as

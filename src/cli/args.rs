@@ -153,6 +153,22 @@ pub struct ApplyArgs {
     /// Seconds to wait for another apply's lock (0: fail at once).
     #[arg(long, default_value_t = 0, value_name = "SECS")]
     pub lock_timeout: u64,
+    /// After the apply (also a no-op one), log in to every target through every listen
+    /// address as an initiator its group admits, with the model's CHAP, and compare what
+    /// it shows with the model; `strict` also checks that a name outside the group and a
+    /// wrong secret are refused. A failed check exits 6; nothing is rolled back.
+    #[arg(long, value_enum, num_args = 0..=1, require_equals = true,
+          default_missing_value = "normal", value_name = "LEVEL")]
+    pub verify: Option<VerifyLevel>,
+}
+
+/// `apply --verify[=LEVEL]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum VerifyLevel {
+    /// An admitted initiator logs in and sees what the model says.
+    Normal,
+    /// Also: a name outside the group is refused, a wrong CHAP secret fails.
+    Strict,
 }
 
 #[derive(Debug, Args)]

@@ -16,6 +16,9 @@ pub const INVALID_MODEL: u8 = 3;
 pub const REFUSED: u8 = 4;
 /// Another apply holds the lock.
 pub const LOCKED: u8 = 5;
+/// `apply --verify`: the apply went through (and stays: nothing is rolled back) but a
+/// check of it failed (a login, a LUN, a refusal that did not happen).
+pub const VERIFY_FAILED: u8 = 6;
 /// The command line is wrong (clap's own code 2 would collide with CHANGES).
 pub const USAGE: u8 = 64;
 

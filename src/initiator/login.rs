@@ -8,7 +8,6 @@
 //! stage: conservative read-only offers (no immediate or unsolicited data; the probe never
 //! writes), digests as asked.
 
-use rand::RngCore as _;
 use subtle::ConstantTimeEq as _;
 
 use crate::engine::iscsi::chap::{decode_binary, parse_identifier, to_hex, Algorithm};
@@ -358,10 +357,9 @@ impl InitiatorLogin {
                     ("CHAP_R".into(), to_hex(&r)),
                 ];
                 let mine = if chap.peer.is_some() {
-                    let mut rng = rand::rng();
-                    let my_id = (rng.next_u32() & 0xff) as u8;
-                    let mut c = vec![0u8; alg.digest_len().max(16)];
-                    rng.fill_bytes(&mut c);
+                    let mut c = vec![0u8; alg.digest_len().max(16) + 1];
+                    super::random_bytes(&mut c);
+                    let my_id = c.pop().expect("one byte more than the challenge");
                     if bool::from(c.ct_eq(&challenge)) {
                         return Err(InitiatorError::Protocol(
                             "random challenge equals the target's".into(),

@@ -1,5 +1,5 @@
-//! isctl's own iSCSI initiator, informational only: `isctl probe` (and later
-//! `apply --verify`) use it to prove that a target works, the way Windows' informational
+//! isctl's own iSCSI initiator, informational only: `isctl probe` and `apply --verify`
+//! use it to prove that a target works, the way Windows' informational
 //! login session does: discover, log in, ask, log out, never touch data.
 //!
 //! Owns:
@@ -15,7 +15,9 @@
 //!   SendTargets, SCSI commands with Data-In, NOP-In answers, logout;
 //! * `probe`: the probe itself (what to ask, in which order) and its report, which is
 //!   the JSON contract of `isctl probe -o json` (docs/probe.md);
-//! * `verify`: comparing a report with a model.
+//! * `verify`: comparing a report with a model;
+//! * `verify_apply`: the checks of `isctl apply --verify[=strict]` (which logins to
+//!   make after an apply, with fresh ISIDs, and their report).
 //!
 //! Does not: write, read blocks, reserve, UNMAP or MODE SELECT (no command that changes
 //! or reads the medium is ever built here); print (the CLI renders the report).
@@ -26,6 +28,7 @@ pub mod login;
 pub mod probe;
 pub mod scsi;
 pub mod verify;
+pub mod verify_apply;
 
 use crate::engine::iscsi::negotiate::TextError;
 use crate::engine::iscsi::pdu::ReadError;
@@ -60,3 +63,21 @@ pub enum InitiatorError {
 }
 
 pub type Result<T> = std::result::Result<T, InitiatorError>;
+
+/// Random bytes (mutual CHAP challenges, `apply --verify`'s ISIDs) that never wait for
+/// the kernel's entropy pool: its CSPRNG once seeded (`GRND_NONBLOCK`), else its best
+/// effort (`GRND_INSECURE`, Linux 5.6+). A freshly booted host without a hardware RNG
+/// (a TCG VM such as the LIO test bed) can block getrandom(2) for minutes, and a check
+/// right after boot must not hang on that.
+pub(crate) fn random_bytes(buf: &mut [u8]) {
+    #[cfg(target_os = "linux")]
+    for flags in [libc::GRND_NONBLOCK, libc::GRND_INSECURE] {
+        // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`.
+        let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), flags) };
+        if usize::try_from(n).is_ok_and(|n| n == buf.len()) {
+            return;
+        }
+    }
+    use rand::RngCore as _;
+    rand::rng().fill_bytes(buf);
+}

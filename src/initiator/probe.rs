@@ -172,7 +172,7 @@ fn auth_kind(chap: &Option<ChapConfig>) -> &'static str {
     }
 }
 
-fn login_report(
+pub(crate) fn login_report(
     chap: &Option<ChapConfig>,
     r: &Result<LoginOutcome, InitiatorError>,
 ) -> LoginReport {

@@ -1,6 +1,6 @@
 //! Comparing what a target shows (a [`ProbeReport`]) with a model: the targets a portal
-//! offers, each target's LUN ids, and per LUN its size, block size, serial and
-//! read-only flag. Pure.
+//! offers, each target's LUN ids, and per LUN its size, block size, serial, NAA (when
+//! the model sets one) and read-only flag. Pure.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
@@ -119,6 +119,25 @@ pub fn compare(model: &Model, report: &ProbeReport, expected: Option<&[String]>)
                     out.push(format!(
                         "{who}: serial {serial:?} (model: {:?})",
                         ext.serial
+                    ));
+                }
+            }
+            if let Some(naa) = &ext.naa {
+                // Only a NAA the model sets is compared: otherwise the target derives it.
+                let shown: Vec<&str> = l
+                    .designators
+                    .iter()
+                    .filter(|d| d.kind == "naa" && d.association == "lun")
+                    .map(|d| d.value.as_str())
+                    .collect();
+                if !shown.contains(&naa.as_str()) {
+                    out.push(format!(
+                        "{who}: NAA {} (model: {naa})",
+                        if shown.is_empty() {
+                            "none".to_string()
+                        } else {
+                            shown.join(", ")
+                        }
                     ));
                 }
             }
@@ -280,6 +299,21 @@ initiator_group = "far"
                 "target iqn.2026-11.test:t LUN 0: read-only (model: writable)",
             ]
         );
+        let mut with_naa = m.clone();
+        with_naa.extents.get_mut("r").unwrap().naa = Some("0x6001405123456789".into());
+        let mut shown = ok.clone();
+        shown.targets[0].luns[0].designators = vec![crate::initiator::scsi::Designator {
+            kind: "naa",
+            association: "lun",
+            value: "0x6001405000000000".into(),
+        }];
+        assert_eq!(
+            compare(&with_naa, &shown, Some(&expected)),
+            vec!["target iqn.2026-11.test:t LUN 0: NAA 0x6001405000000000 (model: 0x6001405123456789)"]
+        );
+        shown.targets[0].luns[0].designators[0].value = "0x6001405123456789".into();
+        assert!(compare(&with_naa, &shown, Some(&expected)).is_empty());
+
         let more = vec![expected[0].clone(), "iqn.2026-11.test:far".to_string()];
         let d = compare(&m, &ok, Some(&more));
         assert_eq!(

@@ -8,8 +8,12 @@
 //! failure and the managed objects recorded in the ledger; the engine as a whole,
 //! refused if its configuration changed since the plan.
 //!
+//! With `--verify[=strict]`, an apply that was not refused (also a no-op) is followed by
+//! the checks of `crate::initiator::verify_apply`, against the live sessions the backend
+//! reports; this module only wires and prints them.
+//!
 //! Exit codes: 0 applied or nothing to do, 1 failed (rolled back), 3 invalid model,
-//! 4 refused, 5 locked.
+//! 4 refused, 5 locked, 6 applied but the verify failed (nothing rolled back).
 
 use std::io::Write;
 use std::time::Duration;
@@ -18,12 +22,53 @@ use serde_json::json;
 
 use crate::apply::{ApplyError, ApplyOptions};
 use crate::backend::userspace::EngineError;
-use crate::cli::args::ApplyArgs;
+use crate::cli::args::{ApplyArgs, VerifyLevel};
 use crate::cli::confirm::confirm;
 use crate::cli::exit;
 use crate::cli::resolve::Resolved;
+use crate::initiator::verify_apply::{self, Level, VerifyReport};
+use crate::model::Model;
 use crate::plan::{render, DiffOptions, Plan, PlanRefused};
-use crate::reconcile::ReconcileError;
+use crate::reconcile::{Host, ReconcileError};
+
+/// Each check's connection and every answer within it.
+const VERIFY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `--verify`: run the checks (after an apply that went through), print the text
+/// section; `None` without `--verify`.
+fn verify(
+    r: &Resolved,
+    args: &ApplyArgs,
+    host: &Host,
+    model: &Model,
+) -> anyhow::Result<Option<VerifyReport>> {
+    let Some(level) = args.verify else {
+        return Ok(None);
+    };
+    let level = match level {
+        VerifyLevel::Normal => Level::Normal,
+        VerifyLevel::Strict => Level::Strict,
+    };
+    // Without the live sessions no ISID is known to be fresh: no login is risked.
+    let report = match host.sessions() {
+        Ok(sessions) => verify_apply::verify(model, &sessions, level, VERIFY_TIMEOUT),
+        Err(e) => VerifyReport::not_run(level, format!("reading the live sessions: {e}")),
+    };
+    if !r.json() {
+        let mut out = std::io::stdout().lock();
+        writeln!(out)?;
+        out.write_all(verify_apply::text(&report).as_bytes())?;
+    }
+    Ok(Some(report))
+}
+
+/// The exit code of an apply that went through: 6 when its verify failed.
+fn verified(report: &Option<VerifyReport>) -> u8 {
+    match report {
+        Some(v) if !v.ok => exit::VERIFY_FAILED,
+        _ => exit::OK,
+    }
+}
 
 /// The JSON document `apply -o json` prints: the plan, and what became of it.
 fn emit(
@@ -88,10 +133,15 @@ pub fn run(r: &Resolved, args: &ApplyArgs) -> anyhow::Result<u8> {
     }
     if planned.plan.is_empty() {
         host.adopt(&mut planned)?;
+        let checked = verify(r, args, &host, &model)?;
         if r.json() {
-            emit(&planned.plan, backend, "no_changes", 0, json!({}))?;
+            let extra = match &checked {
+                Some(v) => json!({ "verify": v }),
+                None => json!({}),
+            };
+            emit(&planned.plan, backend, "no_changes", 0, extra)?;
         }
-        return Ok(exit::OK);
+        return Ok(verified(&checked));
     }
     confirm(args.auto_approve)?;
 
@@ -105,16 +155,16 @@ pub fn run(r: &Resolved, args: &ApplyArgs) -> anyhow::Result<u8> {
             let plan = &planned.plan;
             let s = plan.summary();
             if r.json() {
-                emit(
-                    plan,
-                    backend,
-                    "applied",
-                    done.operations,
-                    json!({
-                        "elapsed_ms": done.elapsed.as_millis() as u64,
-                        "closed_sessions": done.closed_sessions,
-                    }),
-                )?;
+                let checked = verify(r, args, &host, &model)?;
+                let mut extra = json!({
+                    "elapsed_ms": done.elapsed.as_millis() as u64,
+                    "closed_sessions": done.closed_sessions,
+                });
+                if let Some(v) = &checked {
+                    extra["verify"] = serde_json::to_value(v)?;
+                }
+                emit(plan, backend, "applied", done.operations, extra)?;
+                return Ok(verified(&checked));
             } else if plan.applied_as_whole {
                 writeln!(
                     std::io::stdout().lock(),
@@ -131,7 +181,8 @@ pub fn run(r: &Resolved, args: &ApplyArgs) -> anyhow::Result<u8> {
                     done.operations
                 )?;
             }
-            Ok(exit::OK)
+            let checked = verify(r, args, &host, &model)?;
+            Ok(verified(&checked))
         }
         // Sessions logged in between the plan and the apply: the engine refused.
         Err(ReconcileError::Engine(EngineError::Refused(report))) => {
