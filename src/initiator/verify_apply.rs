@@ -681,6 +681,10 @@ initiator_group = "far"
             session_type: None,
             state: None,
             connections: vec![],
+            portal_group: None,
+            igroups: vec![],
+            initiator_comment: None,
+            params: None,
         }
     }
 

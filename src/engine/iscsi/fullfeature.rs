@@ -779,6 +779,7 @@ impl FullFeature {
                 expected_len,
                 direction,
                 attribute,
+                stats: self.stats.clone(),
             };
             self.enqueue(job, r2t_count);
             return;
