@@ -95,7 +95,7 @@ fn sessions(sock: &Path) -> BTreeMap<String, u64> {
         .output()
         .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
-    v["sessions"]
+    v["records"]
         .as_array()
         .map(|a| {
             a.iter()

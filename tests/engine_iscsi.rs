@@ -10,6 +10,10 @@
 #[path = "conformance/engine.rs"]
 mod engine;
 
+mod common;
+
+use common::auth_fixture::{self, ALICE_SECRET, BASE, BOB_SECRET, TARGET_SECRET};
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -17,11 +21,6 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use engine::{free_port, start_engine, work_dir, Engine};
-
-const BASE: &str = "iqn.2026-11.io.isctl";
-const ALICE_SECRET: &str = "alicesecret12";
-const BOB_SECRET: &str = "bobsecret1234";
-const TARGET_SECRET: &str = "targetsecret12";
 
 fn run(tool: &str, args: &[&str], envs: &[(&str, &str)]) -> Output {
     Command::new(tool)
@@ -53,26 +52,9 @@ fn isctl(sock: &Path, args: &[&str]) -> Output {
 
 /// A model with one target per access rule.
 fn model(dir: &Path, port: u16, extra: &str) -> PathBuf {
+    let head = auth_fixture::model_head(&format!("127.0.0.1:{port}"));
     let text = format!(
-        r#"[global]
-basename = "{BASE}"
-
-[portal.p]
-listen = ["127.0.0.1:{port}"]
-
-[auth.one]
-user = "alice"
-secret = "{ALICE_SECRET}"
-
-[auth.both]
-user = "bob"
-secret = "{BOB_SECRET}"
-peer_user = "the-target"
-peer_secret = "{TARGET_SECRET}"
-
-[initiator_group.only-a]
-initiators = ["iqn.2026-11.test:a"]
-
+        r#"{head}
 [initiator_group.far-away]
 networks = ["10.0.0.0/8"]
 

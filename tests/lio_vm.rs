@@ -133,6 +133,46 @@ fn combined(out: &harness::CmdOutput) -> String {
 // ---------------------------------------------------------------------------------------
 
 /// Builds a demo-mode target with one 64 MiB ramdisk LUN by hand (plain mkdir/echo).
+/// `isctl export` of the live tree exits 0, is a valid model naming every object in
+/// `names`, and planning and applying it is a no-op that makes zero configfs calls (by the
+/// kernel's own count). Returns the exported model.
+fn export_reapplies_as_a_noop(vm: &mut Vm, what: &str, names: &[&str]) -> String {
+    let out = isctl(vm, "export --show-secrets > /mnt/host/exported.toml");
+    let exported =
+        String::from_utf8_lossy(&vm.get_file("exported.toml").unwrap_or_default()).into_owned();
+    assert!(
+        out.success(),
+        "isctl export of {what} must be lossless\n{out}\n--- export\n{exported}"
+    );
+    if let Err(e) = isctl::model::load_str("exported.toml", &exported) {
+        panic!("the export is not a valid model:\n{e}\n--- export\n{exported}");
+    }
+    for name in names {
+        assert!(
+            exported.contains(name),
+            "the export leaves out {name}\n{exported}"
+        );
+    }
+    let (plan, ops) = traced(vm, &isctl_cmd("plan exported.toml --detailed-exitcode"));
+    assert_eq!(
+        plan.status, 0,
+        "the export of {what} must plan no changes\n{plan}\n--- export\n{exported}"
+    );
+    assert_eq!(ops.total(), 0, "plan wrote to configfs: {ops}");
+    let (report, ops, out) = apply_ok(vm, "exported.toml", "");
+    assert_eq!(
+        report,
+        ApplyReport::NoChanges,
+        "{out}\n--- export\n{exported}"
+    );
+    assert_eq!(
+        ops.total(),
+        0,
+        "applying the export made configfs calls: {ops}"
+    );
+    exported
+}
+
 fn build_demo_target_by_hand(vm: &mut Vm, iqn: &str) {
     vm.sh(&format!(
         r#"set -e
@@ -1251,42 +1291,10 @@ w $D/enable 1
     ));
     let built = tree::dump(&mut vm);
 
-    let out = isctl(&mut vm, "export --show-secrets > /mnt/host/exported.toml");
-    assert!(
-        out.success(),
-        "isctl export of a targetcli-style tree failed\n{out}"
-    );
-    let exported =
-        String::from_utf8_lossy(&vm.get_file("exported.toml").expect("export")).into_owned();
-    if let Err(e) = isctl::model::load_str("exported.toml", &exported) {
-        panic!("the export is not a valid model:\n{e}\n--- export\n{exported}");
-    }
-    for name in [t1, t2, t3, "disk1", "fast", "scratch", "vault"] {
-        assert!(
-            exported.contains(name),
-            "the export leaves out {name}\n{exported}"
-        );
-    }
-
-    let (plan, ops) = traced(
+    export_reapplies_as_a_noop(
         &mut vm,
-        &isctl_cmd("plan exported.toml --detailed-exitcode"),
-    );
-    assert_eq!(
-        plan.status, 0,
-        "the export of the live tree must plan no changes\n{plan}\n--- export\n{exported}"
-    );
-    assert_eq!(ops.total(), 0, "plan wrote to configfs: {ops}");
-    let (report, ops, out) = apply_ok(&mut vm, "exported.toml", "");
-    assert_eq!(
-        report,
-        ApplyReport::NoChanges,
-        "{out}\n--- export\n{exported}"
-    );
-    assert_eq!(
-        ops.total(),
-        0,
-        "applying the export made configfs calls: {ops}"
+        "a targetcli-style tree",
+        &[t1, t2, t3, "disk1", "fast", "scratch", "vault"],
     );
     assert_same_tree(
         "applying the export of a hand-built tree",
@@ -1469,44 +1477,12 @@ python3 /mnt/host/drive-targetcli.py /mnt/host/targetcli.cmds
         assert_eq!(attr, "1", "rtslib sets emulate_model_alias on {name}");
     }
 
-    let out = isctl(&mut vm, "export --show-secrets > /mnt/host/exported.toml");
-    let exported =
-        String::from_utf8_lossy(&vm.get_file("exported.toml").unwrap_or_default()).into_owned();
-    assert!(
-        out.success(),
-        "isctl export of a targetcli-fb-built host must be lossless\n{out}\n--- export\n{exported}"
-    );
-    if let Err(e) = isctl::model::load_str("exported.toml", &exported) {
-        panic!("the export is not a valid model:\n{e}\n--- export\n{exported}");
-    }
-    for name in [
-        multi, demo, client1, client2, client3, "wb", "wt", "blk", "rd", "scratch",
-    ] {
-        assert!(
-            exported.contains(name),
-            "the export leaves out {name}\n{exported}"
-        );
-    }
-
-    let (plan, ops) = traced(
+    export_reapplies_as_a_noop(
         &mut vm,
-        &isctl_cmd("plan exported.toml --detailed-exitcode"),
-    );
-    assert_eq!(
-        plan.status, 0,
-        "the export of a targetcli-fb host must plan no changes\n{plan}\n--- export\n{exported}"
-    );
-    assert_eq!(ops.total(), 0, "plan wrote to configfs: {ops}");
-    let (report, ops, out) = apply_ok(&mut vm, "exported.toml", "");
-    assert_eq!(
-        report,
-        ApplyReport::NoChanges,
-        "{out}\n--- export\n{exported}"
-    );
-    assert_eq!(
-        ops.total(),
-        0,
-        "applying the export made configfs calls: {ops}"
+        "a targetcli-fb-built host",
+        &[
+            multi, demo, client1, client2, client3, "wb", "wt", "blk", "rd", "scratch",
+        ],
     );
     let out = isctl(&mut vm, "status exported.toml");
     assert!(

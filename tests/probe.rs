@@ -5,6 +5,8 @@
 //! tests/run.sh).
 
 mod common;
+
+use common::auth_fixture::{self, ALICE_SECRET, BASE, BOB_SECRET, TARGET_SECRET};
 #[path = "conformance/engine.rs"]
 mod engine;
 
@@ -15,33 +17,12 @@ use std::time::{Duration, Instant};
 use common::{Isctl, Run};
 use engine::{free_port, start_engine, work_dir, Engine};
 
-const BASE: &str = "iqn.2026-11.io.isctl";
-const ALICE_SECRET: &str = "alicesecret12";
-const BOB_SECRET: &str = "bobsecret1234";
-const TARGET_SECRET: &str = "targetsecret12";
 const DISK_BYTES: usize = 16 << 20;
 
 fn model_text(dir: &Path, port: u16, r1_size: &str) -> String {
+    let head = auth_fixture::model_head(&format!("127.0.0.1:{port}"));
     format!(
-        r#"[global]
-basename = "{BASE}"
-
-[portal.p]
-listen = ["127.0.0.1:{port}"]
-
-[auth.one]
-user = "alice"
-secret = "{ALICE_SECRET}"
-
-[auth.both]
-user = "bob"
-secret = "{BOB_SECRET}"
-peer_user = "the-target"
-peer_secret = "{TARGET_SECRET}"
-
-[initiator_group.only-a]
-initiators = ["iqn.2026-11.test:a"]
-
+        r#"{head}
 [extent.disk]
 type = "file"
 path = "{disk}"

@@ -10,6 +10,8 @@
 //! proved by tests/probe.rs (engine, tgt) and tests/lio_vm.rs (LIO).
 
 mod common;
+
+use common::auth_fixture::{self, ALICE_SECRET, BASE, BOB_SECRET, TARGET_SECRET};
 #[path = "conformance/engine.rs"]
 mod engine;
 #[path = "lio_vm/holder.rs"]
@@ -24,10 +26,6 @@ use common::{Isctl, Run};
 use engine::{free_port, start_engine, work_dir, Engine};
 use serde_json::Value;
 
-const BASE: &str = "iqn.2026-11.io.isctl";
-const ALICE_SECRET: &str = "alicesecret12";
-const BOB_SECRET: &str = "bobsecret1234";
-const TARGET_SECRET: &str = "targetsecret12";
 const NAMED: &str = "iqn.2026-11.test:a";
 const PROBE_NAME: &str = "iqn.2026-11.io.isctl:probe";
 const DISK_BYTES: usize = 16 << 20;
@@ -36,26 +34,9 @@ const DISK_BYTES: usize = 16 << 20;
 /// `chap` (one named initiator, CHAP), `mutual` (any initiator, mutual CHAP) and, with
 /// `later`, a fourth one an apply adds.
 fn model_text(dir: &Path, port: u16, mutual: bool, later: bool) -> String {
+    let head = auth_fixture::model_head(&format!("0.0.0.0:{port}"));
     let mut m = format!(
-        r#"[global]
-basename = "{BASE}"
-
-[portal.p]
-listen = ["0.0.0.0:{port}"]
-
-[auth.one]
-user = "alice"
-secret = "{ALICE_SECRET}"
-
-[auth.both]
-user = "bob"
-secret = "{BOB_SECRET}"
-peer_user = "the-target"
-peer_secret = "{TARGET_SECRET}"
-
-[initiator_group.only-a]
-initiators = ["{NAMED}"]
-
+        r#"{head}
 [extent.disk]
 type = "file"
 path = "{disk}"
@@ -407,7 +388,7 @@ fn sessions_and_status_unchanged_by_verify_while_initiators_stay_logged_in() {
         r.json()
     };
     let deadline = Instant::now() + Duration::from_secs(20);
-    while sessions()["count"] != 2 {
+    while sessions()["num_records"] != 2 {
         assert!(
             perf.0.try_wait().unwrap().is_none(),
             "iscsi-perf exited before logging in"
@@ -427,17 +408,26 @@ fn sessions_and_status_unchanged_by_verify_while_initiators_stay_logged_in() {
     let v = r.json();
     assert_eq!(v["verify"]["ok"], true, "{r}");
     assert_eq!(v["verify"]["live_sessions"], 2, "{r}");
-    let live: Vec<&str> = sessions_before["sessions"]
+    // `sessions` writes ISIDs as ONTAP does (`80:2f:71:00:00:01`); compare digits only.
+    let digits = |isid: &str| isid.replace(':', "").to_ascii_lowercase();
+    let live: Vec<String> = sessions_before["records"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| s["isid"].as_str().unwrap())
+        .map(|s| digits(s["isid"].as_str().unwrap()))
         .collect();
+    assert_eq!(live.len(), 2, "{sessions_before}");
+    let mut verify_isids = 0;
     for c in v["verify"]["checks"].as_array().unwrap() {
         if let Some(isid) = c["isid"].as_str() {
-            assert!(!live.contains(&isid), "a verify reused a live ISID: {r}");
+            verify_isids += 1;
+            assert!(
+                !live.contains(&digits(isid)),
+                "a verify reused a live ISID: {r}"
+            );
         }
     }
+    assert!(verify_isids > 0, "no check names its ISID: {r}");
     assert_eq!(check(&v, "open", "admitted", &r)["initiator"], PROBE_NAME);
     assert_eq!(check(&v, "chap", "admitted", &r)["initiator"], NAMED);
 
@@ -452,11 +442,11 @@ fn sessions_and_status_unchanged_by_verify_while_initiators_stay_logged_in() {
         "status changed under a verify"
     );
     assert!(held.is_alive(), "the held session was cut");
-    let tsih = sessions_before["sessions"]
+    let tsih = sessions_before["records"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|s| s["initiator"] == NAMED)
+        .find(|s| s["initiator"]["name"] == NAMED)
         .map(|s| s["tsih"].clone())
         .unwrap();
     assert_eq!(tsih, u64::from(held.tsih), "the held session's TSIH");

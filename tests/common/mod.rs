@@ -2,7 +2,8 @@
 //!
 //! Owns: building the command line, environment and stdin of one `isctl` run, and the
 //! result as strings (exit code, stdout, stderr) with assertions that show both streams
-//! when they fail. Does not own: what a test expects, or fixtures (see
+//! when they fail; and (`auth_fixture`) the CHAP model fixture the engine, probe and verify
+//! tests share. Does not own: what a test expects, or the reconciler's fixtures (see
 //! `tests/reconcile_common/`).
 //!
 //! The child's environment is the test's own plus what the builder sets or removes; stdin
@@ -11,6 +12,8 @@
 //!
 //! Each test crate uses a different subset, hence the `dead_code` allowance.
 #![allow(dead_code)]
+
+pub mod auth_fixture;
 
 use std::ffi::OsStr;
 use std::fmt;
