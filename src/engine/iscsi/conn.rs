@@ -44,6 +44,9 @@ const LOGIN_MAX_DATA: usize = 8192;
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(15);
 /// How often an idle connection wakes up to check for shutdown and keep-alive.
 const POLL: Duration = Duration::from_secs(1);
+/// How long a peer may pause in the middle of a PDU before the connection is given up
+/// (as long as a login may take: a pause that long is a dead peer, not a busy one).
+const PDU_STALL_LIMIT: Duration = Duration::from_secs(15);
 /// How long a connection looks for its next PDU before sleeping (see `spin_for_input`).
 static SPIN_WINDOW: std::sync::LazyLock<Duration> = std::sync::LazyLock::new(|| {
     let us = std::env::var("ISCTL_SPIN_US")
@@ -93,7 +96,7 @@ pub fn serve_connection(
     let span = tracing::info_span!("conn", %peer);
     let _enter = span.enter();
     let reader = match stream.try_clone() {
-        Ok(r) => BufReader::with_capacity(256 * 1024, r),
+        Ok(r) => BufReader::with_capacity(256 * 1024, PatientStream::new(r)),
         Err(e) => {
             tracing::warn!("cannot clone the socket: {e}");
             return;
@@ -138,7 +141,7 @@ pub fn serve_connection(
 struct Conn {
     engine: Arc<dyn Engine>,
     wire: Wire,
-    reader: BufReader<TcpStream>,
+    reader: BufReader<PatientStream>,
     peer: SocketAddr,
     local: SocketAddr,
     portal: Portal,
@@ -425,7 +428,12 @@ impl Conn {
             if self.reader.buffer().is_empty() && !self.wait_for_input(shared, last_input)? {
                 return Ok(());
             }
-            let input = match read_pdu(&mut self.reader, digests, limit) {
+            // Once a PDU has begun, the poll timeout no longer means "idle": a peer on a
+            // loaded host may pause inside a large data segment for seconds.
+            self.reader.get_mut().patient = true;
+            let read = read_pdu(&mut self.reader, digests, limit);
+            self.reader.get_mut().patient = false;
+            let input = match read {
                 Ok(p) => {
                     last_input = Instant::now();
                     Input::Pdu(p)
@@ -437,7 +445,10 @@ impl Conn {
                     Input::SegmentTooLong { bhs, len, limit }
                 }
                 Err(ReadError::Io(e)) if is_timeout(&e) => {
-                    tracing::info!("peer stalled in the middle of a PDU: closing");
+                    tracing::info!(
+                        "peer stalled for {}s in the middle of a PDU: closing",
+                        PDU_STALL_LIMIT.as_secs()
+                    );
                     return Ok(());
                 }
                 Err(ReadError::Io(e)) => return Err(e),
@@ -657,6 +668,82 @@ impl Discovery for EngineDiscovery {
     }
 }
 
+/// The socket as the reading thread sees it. Its read timeout is the idle poll
+/// ([`POLL`]); while `patient` (a PDU is being read) a timeout is retried until
+/// [`PDU_STALL_LIMIT`] has passed without a byte, so a slow peer is not cut mid-PDU.
+struct PatientStream {
+    stream: TcpStream,
+    patient: bool,
+}
+
+impl PatientStream {
+    fn new(stream: TcpStream) -> PatientStream {
+        PatientStream {
+            stream,
+            patient: false,
+        }
+    }
+}
+
+impl std::io::Read for PatientStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut waited_since: Option<Instant> = None;
+        loop {
+            match self.stream.read(buf) {
+                Err(e) if self.patient && is_timeout(&e) => {
+                    let since = *waited_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= PDU_STALL_LIMIT {
+                        return Err(e);
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
 fn is_timeout(e: &io::Error) -> bool {
     matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+
+    /// A peer that pauses halfway through a PDU for longer than the idle poll: the
+    /// patient reader waits for the rest, the impatient one (idle waiting) times out.
+    #[test]
+    fn a_pause_inside_a_pdu_is_waited_out_only_while_patient() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let peer = std::thread::spawn(move || {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.write_all(&[1; 24]).unwrap();
+            std::thread::sleep(Duration::from_millis(400));
+            s.write_all(&[2; 24]).unwrap();
+            std::thread::sleep(Duration::from_millis(400));
+            s.write_all(&[3; 48]).unwrap();
+            std::thread::sleep(Duration::from_millis(400));
+        });
+        let (stream, _) = listener.accept().unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let mut reader = PatientStream::new(stream);
+
+        reader.patient = true;
+        let mut bhs = [0u8; 48];
+        reader
+            .read_exact(&mut bhs)
+            .expect("patient read of a paused BHS");
+        assert_eq!((bhs[0], bhs[47]), (1, 2));
+
+        reader.patient = false;
+        let mut rest = [0u8; 48];
+        let err = reader.read_exact(&mut rest).expect_err("impatient read");
+        assert!(is_timeout(&err), "{err}");
+        peer.join().unwrap();
+    }
 }
