@@ -218,7 +218,13 @@ pub fn render_text(s: &Statistics, rates: Option<&BTreeMap<(String, String), Rat
     }
     for t in &s.targets {
         let l = &t.logins;
-        let _ = writeln!(out, "target {}", t.target);
+        // Logins that name no target (discovery sessions, or refused before naming one)
+        // are counted under the empty name.
+        if t.target.is_empty() {
+            out.push_str("no target (discovery sessions, logins that named none)\n");
+        } else {
+            let _ = writeln!(out, "target {}", t.target);
+        }
         let _ = writeln!(
             out,
             "  sessions {}  logins accepted {}  failed {} (authentication {}, authorization {}, negotiation {}, redirected {}, other {})",
@@ -363,6 +369,15 @@ mod tests {
             (1, 1, 2)
         );
         assert_eq!(l.failed(), 6);
+    }
+
+    #[test]
+    fn logins_naming_no_target_are_labelled_as_such() {
+        let mut s = sample(1_000, 1, 0);
+        s.targets[0].target = String::new();
+        let t = render_text(&s, None);
+        assert!(t.starts_with("no target (discovery sessions"), "{t}");
+        assert!(!t.contains("target \n"), "{t}");
     }
 
     #[test]
