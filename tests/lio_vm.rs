@@ -1841,43 +1841,18 @@ fn background_isctl(args: &str) -> String {
     )
 }
 
-/// Shell: how many iSCSI targets plus storage objects configfs has.
-fn objects_count_sh() -> String {
-    format!(
-        "$(( $(ls {CONFIGFS}/iscsi | grep -c '^iqn') + $(ls -d {CONFIGFS}/core/*/*/ 2>/dev/null | grep -vc '/core/alua/') ))"
-    )
-}
-
-/// Starts `isctl apply --auto-approve MODEL` in the VM and SIGKILLs it once the shell
-/// arithmetic `count` reaches `at` (a kill partway, whatever the VM's speed). Panics if
-/// isctl finished before the kill.
-fn kill_apply_when(vm: &mut Vm, model: &str, count: &str, at: usize) {
-    kill_apply(
-        vm,
-        model,
-        &format!("while [ {count} -lt {at} ] && kill -0 $P 2>/dev/null; do :; done"),
-    );
-}
-
-/// The same, as soon as the apply has journalled its intent (before its first write).
-fn kill_apply_at_intent(vm: &mut Vm, model: &str) {
-    kill_apply(
-        vm,
-        model,
-        &format!(
-            "while ! grep -qs started_unix {STATE_DIR}/ledger.json && kill -0 $P 2>/dev/null; do :; done"
-        ),
-    );
-}
-
-fn kill_apply(vm: &mut Vm, model: &str, wait: &str) {
+/// Runs `isctl apply --auto-approve MODEL` in the VM with the fault injection that
+/// SIGKILLs it right before its configfs write number `call` (an exact point however
+/// fast the VM is: the apply writes in bursts, too fast to catch by polling configfs).
+/// Panics unless isctl died of that SIGKILL.
+fn kill_apply_before_call(vm: &mut Vm, model: &str, call: u64) {
     let out = vm.sh(&format!(
-        "{} & P=$!; {wait}; kill -9 $P; wait $P; echo killed $?",
+        "export ISCTL_KILL_BEFORE_CONFIGFS_CALL={call}; {} & P=$!; wait $P; echo exit $?",
         background_isctl(&format!("apply --auto-approve {model}"))
     ));
     assert!(
-        out.stdout.contains("killed 137"),
-        "isctl apply {model} was not SIGKILLed ({wait}: it finished first?)\n{out}"
+        out.stdout.contains("exit 137"),
+        "isctl apply {model} was not SIGKILLed before configfs call {call}\n{out}"
     );
 }
 
@@ -1916,10 +1891,16 @@ fn a_killed_apply_leaves_no_orphans_on_the_kernel() {
     )
     .unwrap();
 
-    // An uninterrupted apply and its undoing first.
-    let out = isctl(&mut vm, "apply --auto-approve full.toml");
+    // An uninterrupted apply (its configfs writes counted by the kernel's own trace) and
+    // its undoing first.
+    let (out, ops) = traced(&mut vm, &isctl_cmd("apply --auto-approve full.toml"));
     assert!(out.success(), "{out}");
     assert_eq!(kernel_objects(&mut vm), (TARGETS, TARGETS));
+    let total = ops.total();
+    assert!(
+        total > 100,
+        "a 40-target apply made only {total} configfs writes"
+    );
     let out = isctl(&mut vm, "apply --auto-approve empty.toml");
     assert!(out.success(), "{out}");
     assert_eq!(
@@ -1928,18 +1909,24 @@ fn a_killed_apply_leaves_no_orphans_on_the_kernel() {
         "the empty model left objects"
     );
 
-    // Kill points: right after the intent is journalled (before the first write),
-    // among the storage objects, once they all exist (among the targets and LUNs).
-    // The apply writes in a burst after its reads and planning, so the points are
-    // found by watching the journal and configfs rather than by timing.
-    let objects = objects_count_sh();
-    for point in ["intent", "5 objects", "all storage objects"] {
-        match point {
-            "intent" => kill_apply_at_intent(&mut vm, "full.toml"),
-            "5 objects" => kill_apply_when(&mut vm, "full.toml", &objects, 5),
-            _ => kill_apply_when(&mut vm, "full.toml", &objects, TARGETS),
-        }
+    // Kill points, by configfs write number of the uninterrupted apply's `total`: before
+    // the first write (only the intent journalled), early (among the storage objects),
+    // late (among the targets and their LUNs).
+    for (point, call) in [
+        ("the first write", 1),
+        ("an early write", total / 5),
+        ("a late write", total * 4 / 5),
+    ] {
+        kill_apply_before_call(&mut vm, "full.toml", call);
         let (targets, storage) = kernel_objects(&mut vm);
+        if call == 1 {
+            assert_eq!((targets, storage), (0, 0), "killed before any write");
+        } else {
+            assert!(
+                targets + storage > 0 && (targets, storage) != (TARGETS, TARGETS),
+                "killed before write {call} of {total}: {targets} targets, {storage} storage objects is not partway"
+            );
+        }
         let status = isctl(&mut vm, "status -o json");
         let json: serde_json::Value = serde_json::from_str(&status.stdout)
             .unwrap_or_else(|e| panic!("status JSON: {e}\n{status}"));
@@ -1957,11 +1944,11 @@ fn a_killed_apply_leaves_no_orphans_on_the_kernel() {
             (0, 0),
             "killed with {targets} targets, {storage} storage objects: objects orphaned\n{out}"
         );
-        println!("killed at {point}: {targets} targets, {storage} storage objects in configfs; all removed by the empty model");
+        println!("killed before {point} ({call} of {total}): {targets} targets, {storage} storage objects in configfs; all removed by the empty model");
     }
 
     // A kill, then the full model again: it converges.
-    kill_apply_when(&mut vm, "full.toml", &objects, 5);
+    kill_apply_before_call(&mut vm, "full.toml", total / 2);
     let out = isctl(&mut vm, "apply --auto-approve full.toml");
     assert!(out.success(), "{out}");
     assert_eq!(kernel_objects(&mut vm), (TARGETS, TARGETS));

@@ -99,7 +99,8 @@ impl LioBackend {
         }
         let calls = exec::expand(&self.paths, op);
         for (n, call) in calls.iter().enumerate() {
-            self.performed.fetch_add(1, Ordering::Relaxed);
+            let number = self.performed.fetch_add(1, Ordering::Relaxed) + 1;
+            kill_point(number);
             let r = match &call {
                 Syscall::Mkdir(p) => self.fs.mkdir(p),
                 Syscall::Rmdir(p) => self.fs.rmdir(p),
@@ -232,6 +233,23 @@ impl Backend for LioBackend {
 
     fn operations_performed(&self) -> u64 {
         self.performed.load(Ordering::Relaxed)
+    }
+}
+
+/// Fault injection for the real-kernel crash tests: with
+/// `ISCTL_KILL_BEFORE_CONFIGFS_CALL=N` in its environment, the process SIGKILLs itself
+/// right before its Nth configfs write of a run, so a test interrupts an apply at an exact
+/// point however fast the machine is (polling configfs from outside cannot: an apply
+/// writes in bursts). A SIGKILL, not an exit, so nothing of isctl's own runs after it.
+fn kill_point(call_number: u64) {
+    static AT: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    let at = AT.get_or_init(|| {
+        std::env::var("ISCTL_KILL_BEFORE_CONFIGFS_CALL")
+            .ok()
+            .and_then(|v| v.parse().ok())
+    });
+    if *at == Some(call_number) {
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
     }
 }
 
