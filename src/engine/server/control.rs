@@ -119,9 +119,9 @@ fn trusted(uid: u32) -> bool {
 /// Listen on `path`. A stale socket (nobody answers) is replaced; a live one means
 /// another engine runs and is an error.
 pub fn start(server: Arc<Server>, path: &Path) -> Result<Control, ServeError> {
-    let err = |source: io::Error| ServeError::Control {
+    let err = |error: io::Error| ServeError::Control {
         path: path.to_path_buf(),
-        source,
+        error,
     };
     secure_dir(path).map_err(err)?;
     if path.exists() {

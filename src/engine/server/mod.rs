@@ -50,10 +50,11 @@ pub enum ServeError {
     Model(#[from] ModelError),
     #[error(transparent)]
     Lu(#[from] LuError),
-    #[error("cannot listen on {addr}: {source} (is another iSCSI target using the port? ports below 1024 need root)")]
-    Bind { addr: SocketAddr, source: io::Error },
-    #[error("control socket {path}: {source}")]
-    Control { path: PathBuf, source: io::Error },
+    // The I/O error is part of the message, not a `source`: `{:#}` would print it twice.
+    #[error("cannot listen on {addr}: {error} (is another iSCSI target using the port? ports below 1024 need root)")]
+    Bind { addr: SocketAddr, error: io::Error },
+    #[error("control socket {path}: {error}")]
+    Control { path: PathBuf, error: io::Error },
     /// The model asks for what the engine does not do (iSNS, ALUA).
     #[error("the userspace engine cannot serve this model:\n  {}", .0.iter().map(|r| r.to_string()).collect::<Vec<_>>().join("\n  "))]
     Unsupported(Vec<crate::plan::Refusal>),
@@ -135,20 +136,19 @@ impl Server {
     }
 
     fn bind(self: &Arc<Self>, addr: SocketAddr) -> Result<Listener, ServeError> {
-        let listener =
-            TcpListener::bind(addr).map_err(|source| ServeError::Bind { addr, source })?;
+        let listener = TcpListener::bind(addr).map_err(|error| ServeError::Bind { addr, error })?;
         // Nonblocking: a connection reset between poll and accept must not block the
         // thread where it cannot see its stop flag.
         listener
             .set_nonblocking(true)
-            .map_err(|source| ServeError::Bind { addr, source })?;
+            .map_err(|error| ServeError::Bind { addr, error })?;
         let stop = Arc::new(AtomicBool::new(false));
         let server = self.clone();
         let stop2 = stop.clone();
         let thread = thread::Builder::new()
             .name(format!("listen {addr}"))
             .spawn(move || server.accept_loop(listener, addr, stop2))
-            .map_err(|source| ServeError::Bind { addr, source })?;
+            .map_err(|error| ServeError::Bind { addr, error })?;
         tracing::info!(%addr, "listening");
         Ok(Listener {
             stop,
