@@ -5,6 +5,7 @@ use std::io;
 use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use super::group_sync::GroupSync;
 use super::platform;
 use super::{parent_dir, AllocationRun, BlockStore, LuError};
 
@@ -18,6 +19,11 @@ pub struct FileStore {
     dsync: Option<File>,
     len: u64,
     is_device: bool,
+    /// The file lives on a memory file system (tmpfs): see [`BlockStore::in_memory`].
+    in_memory: bool,
+    /// Write-through storage (`write_back = false`): every write is durable, and the
+    /// durable writes share their `fdatasync`s ([`FileStore::with_group_commit`]).
+    group: Option<GroupSync>,
 }
 
 fn io_err(extent: &str, action: &'static str, path: &Path, source: io::Error) -> LuError {
@@ -111,11 +117,13 @@ impl FileStore {
             Some(open(path, false, true).map_err(|e| io_err(extent, "cannot open", path, e))?)
         };
         Ok(FileStore {
+            in_memory: platform::on_memory_fs(&file),
             path: path.into(),
             file,
             dsync,
             len,
             is_device: false,
+            group: None,
         })
     }
 
@@ -144,7 +152,19 @@ impl FileStore {
             dsync,
             len,
             is_device: true,
+            in_memory: false,
+            group: None,
         })
+    }
+
+    /// Make durable writes share their syncs (group commit, `group_sync.rs`): for
+    /// write-through storage, where every write is durable, so that a sync's cost is
+    /// paid once for all the writes in flight rather than once per write. (With write-back
+    /// caching a FUA write syncs only its own range instead: a whole-file sync would
+    /// also write out the cached data of every other write.)
+    pub fn with_group_commit(mut self) -> Self {
+        self.group = Some(GroupSync::new());
+        self
     }
 
     pub fn path(&self) -> &Path {
@@ -163,7 +183,15 @@ impl BlockStore for FileStore {
 
     fn write_at(&self, buf: &[u8], offset: u64, durable: bool) -> io::Result<()> {
         match (&self.dsync, durable) {
-            (Some(d), true) => d.write_all_at(buf, offset),
+            (Some(d), true) => match &self.group {
+                Some(group) => {
+                    self.file.write_all_at(buf, offset)?;
+                    group.wait_durable(|| self.file.sync_data())
+                }
+                // One write made durable alone syncs only its own range (O_DSYNC), not
+                // the write-back data other writes left in the page cache.
+                None => d.write_all_at(buf, offset),
+            },
             (None, _) => Err(io::Error::new(
                 io::ErrorKind::PermissionDenied,
                 "logical unit is read-only",
@@ -206,6 +234,10 @@ impl BlockStore for FileStore {
 
     fn thin(&self) -> bool {
         true
+    }
+
+    fn in_memory(&self) -> bool {
+        self.in_memory
     }
 }
 

@@ -21,6 +21,7 @@
 //! fallback.
 
 mod file;
+mod group_sync;
 mod platform;
 mod ramdisk;
 mod workers;
@@ -130,6 +131,13 @@ pub trait BlockStore: Send + Sync + fmt::Debug {
     /// True when [`BlockStore::deallocate`] frees space (thin provisioning), as opposed
     /// to only zeroing.
     fn thin(&self) -> bool;
+
+    /// True when every operation is a memory copy that never waits for a device (a
+    /// ramdisk, a file on tmpfs): its commands then run on the connection's own thread,
+    /// where a hand-off to an I/O worker would cost more than the command itself.
+    fn in_memory(&self) -> bool {
+        false
+    }
 }
 
 /// What kind of storage backs an LU.
@@ -247,6 +255,11 @@ impl LogicalUnit {
     pub fn rotation_rate(&self) -> u16 {
         self.rotation_rate
     }
+    /// True when the LU's commands never wait for a device ([`BlockStore::in_memory`]):
+    /// the connection runs them itself instead of handing them to [`LogicalUnit::workers`].
+    pub fn in_memory(&self) -> bool {
+        self.store.in_memory()
+    }
     /// The bounded pool of threads that runs this LU's commands.
     pub fn workers(&self) -> &IoWorkers {
         &self.workers
@@ -281,11 +294,17 @@ pub fn open_extent(extent: &Extent) -> Result<Arc<LogicalUnit>, LuError> {
     let (kind, store): (BackingKind, Box<dyn BlockStore>) = match &extent.backing {
         Backing::File { path, size } => (
             BackingKind::File,
-            Box::new(FileStore::open_file(&name, path, *size, extent.readonly)?),
+            Box::new(write_through(
+                FileStore::open_file(&name, path, *size, extent.readonly)?,
+                extent.write_back,
+            )),
         ),
         Backing::Block { device } => (
             BackingKind::Block,
-            Box::new(FileStore::open_device(&name, device, extent.readonly)?),
+            Box::new(write_through(
+                FileStore::open_device(&name, device, extent.readonly)?,
+                extent.write_back,
+            )),
         ),
         Backing::Ramdisk { size } => {
             let store = RamStore::new(*size).ok_or_else(|| LuError::RamdiskTooLarge {
@@ -319,6 +338,16 @@ pub fn open_extent(extent: &Extent) -> Result<Arc<LogicalUnit>, LuError> {
 }
 
 /// `0x` + 16 or 32 hex digits → 8 or 16 bytes.
+/// A file or device LU without write-back caching makes every write durable: those
+/// writes share their syncs.
+fn write_through(store: FileStore, write_back: bool) -> FileStore {
+    if write_back {
+        store
+    } else {
+        store.with_group_commit()
+    }
+}
+
 fn parse_naa(text: &str) -> Option<Vec<u8>> {
     let hex = text
         .strip_prefix("0x")

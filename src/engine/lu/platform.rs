@@ -199,3 +199,29 @@ fn seek_end(file: &File) -> io::Result<u64> {
     let mut f = file;
     f.seek(io::SeekFrom::End(0))
 }
+
+/// True when `file` is on a file system kept in memory (tmpfs, ramfs): reading and
+/// writing it never waits for a device. False where the platform cannot tell.
+#[cfg(target_os = "linux")]
+pub(super) fn on_memory_fs(file: &File) -> bool {
+    use nix::sys::statfs::{fstatfs, FsType, TMPFS_MAGIC};
+    // ramfs has no constant in nix; its number is the kernel's (include/uapi/linux/magic.h).
+    const RAMFS_MAGIC: FsType = FsType(0x8584_58f6_u32 as _);
+    fstatfs(file).is_ok_and(|s| {
+        let fs = s.filesystem_type();
+        fs == TMPFS_MAGIC || fs == RAMFS_MAGIC
+    })
+}
+
+/// True when `file` is on a file system kept in memory (tmpfs): reading and writing it
+/// never waits for a device.
+#[cfg(target_os = "freebsd")]
+pub(super) fn on_memory_fs(file: &File) -> bool {
+    nix::sys::statfs::fstatfs(file).is_ok_and(|s| s.filesystem_type_name() == "tmpfs")
+}
+
+/// Portable fallback: assume a device is behind the file.
+#[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
+pub(super) fn on_memory_fs(_file: &File) -> bool {
+    false
+}

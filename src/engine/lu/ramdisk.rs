@@ -153,6 +153,10 @@ impl BlockStore for RamStore {
     fn thin(&self) -> bool {
         true
     }
+
+    fn in_memory(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]
