@@ -16,10 +16,12 @@
 #[path = "lio_vm/mod.rs"]
 mod harness;
 
+// Shared with the conformance tests, which also use its tmpfs work directory.
+#[allow(dead_code)]
 #[path = "conformance/engine.rs"]
 mod engine;
 
-use engine::{free_port, start_engine, work_dir};
+use engine::{free_port, start_engine};
 use harness::{require_tool, Vm, VmOptions};
 
 const TARGET: &str = "iqn.2026-11.io.isctl.kernel:disk";
@@ -83,6 +85,16 @@ fn start_iscsid(vm: &mut Vm) {
     ));
 }
 
+/// Threads of process `pid` named `name` (the engine names an LU's I/O workers
+/// `io-<extent>`).
+fn io_worker_threads(pid: u32, name: &str) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("the engine's threads")
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|comm| comm.trim() == name)
+        .count()
+}
+
 /// The engine's portal as the VM reaches it.
 fn portal(port: u16) -> String {
     format!("10.0.2.2:{port}")
@@ -115,7 +127,13 @@ fn linux_initiator_keeps_ext4_and_fio_verify_at_qd32_with_mutual_chap_and_digest
         require_tool(tool).unwrap_or_else(|e| panic!("{e:#} (tests/install-deps.sh)"));
     }
     let started = std::time::Instant::now();
-    let dir = work_dir();
+    // On the disk, not tmpfs: the engine runs an in-memory LU's commands one at a time
+    // on the connection's thread; this test is there to catch mistakes of the
+    // concurrent path a disk-backed LU takes (its I/O workers).
+    let dir = tempfile::Builder::new()
+        .prefix("isctl-kernel-initiator-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .expect("a work directory under the target directory");
     let port = free_port();
     let engine = start_engine(dir.path(), &model(dir.path(), port), port);
 
@@ -192,6 +210,13 @@ fn linux_initiator_keeps_ext4_and_fio_verify_at_qd32_with_mutual_chap_and_digest
          --output-format=terse --terse-version=3",
     );
     assert!(!fio.stdout.is_empty(), "fio printed nothing\n{fio}");
+    // The commands really ran concurrently: the LU's pool started several threads
+    // (one more is started only when every running one is busy).
+    let workers = io_worker_threads(engine.pid(), "io-disk");
+    assert!(
+        workers >= 4,
+        "fio at queue depth 32 kept only {workers} I/O worker threads of the engine busy"
+    );
     vm.host_sh("umount /mnt/t && fsck.ext4 -f -n /dev/sda");
     logout(&mut vm, port);
     drop(vm);
