@@ -5,9 +5,10 @@
 //! Why threads and not io_uring: the command layer's handlers (`engine::scsi`) are
 //! synchronous and do more than one I/O per command (COMPARE AND WRITE reads then
 //! writes, WRITE AND VERIFY writes then reads, UNMAP punches several holes); blocking
-//! `pread`/`pwrite`/`fdatasync` on a pool keeps them as they are, portable to every
-//! Unix, and the measurements in docs/engine.md show the pool reaching the device's own
-//! QD32 figure. tgt makes the same choice (16 threads per LUN).
+//! `pread`/`pwrite`/`fdatasync` on a pool keeps them as they are and portable to every
+//! Unix; tgt makes the same choice (16 threads per LUN). Its cost, a thread wake-up per
+//! command, is measured in docs/engine.md: it is why LUs in memory do not use the pool
+//! (`iscsi::conn` runs their commands on the connection's thread).
 //!
 //! The pool starts its threads on the first job and keeps at most [`IO_WORKERS`]; jobs
 //! beyond that wait in its queue (a connection has at most one CmdSN window of commands
