@@ -36,7 +36,7 @@ use crate::model::{Backing, Extent, Rpm};
 
 pub use file::FileStore;
 pub use ramdisk::RamStore;
-pub use workers::{IoWorkers, IO_WORKERS};
+pub use workers::{io_workers, IoWorkers};
 
 /// Why an extent could not be opened as a logical unit.
 #[derive(Debug, thiserror::Error)]
@@ -205,7 +205,7 @@ impl LogicalUnit {
     /// rounded down to whole blocks.
     pub fn new(identity: LuIdentity, kind: BackingKind, store: Box<dyn BlockStore>) -> Self {
         let num_blocks = store.len() / u64::from(identity.block_size.max(1));
-        let workers = IoWorkers::new(&identity.name, IO_WORKERS);
+        let workers = IoWorkers::new(&identity.name, io_workers());
         LogicalUnit {
             workers,
             name: identity.name,
