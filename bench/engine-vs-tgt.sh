@@ -127,11 +127,15 @@ CASES=(
     "4 KiB random read, QD32 (iscsi-perf)|ip|-m 32 -b 8 -r|4096"
     "1 MiB sequential read, QD8 (iscsi-perf)|ip|-m 8 -b 2048|1048576"
 )
-# Real disk (issue 11's table): durable writes, cache-cold reads.
+# Real disk (issue 11's table): durable writes, cache-cold reads. The 4 KiB I/Os are
+# 4 KiB-aligned (the step is 26182 pages), as a file system or a database issues them:
+# with the in-memory cases' 1 KiB-aligned step every I/O straddles two pages, and on a
+# cold cache each write first reads both from the disk (measured: 6.5k against 16k
+# durable writes per second for the engine).
 DISK_CASES=(
-    "4 KiB random write, QD32, durable|qi|-d 32 -s 4k -S 104729k -w --pattern=165|4096"
-    "4 KiB random read, QD32, cache-cold|qi|-d 32 -s 4k -S 104729k|4096"
-    "4 KiB random read, QD1, cache-cold|qi|-d 1 -s 4k -S 104729k|4096"
+    "4 KiB random write, QD32, durable|qi|-d 32 -s 4k -S 104728k -w --pattern=165|4096"
+    "4 KiB random read, QD32, cache-cold|qi|-d 32 -s 4k -S 104728k|4096"
+    "4 KiB random read, QD1, cache-cold|qi|-d 1 -s 4k -S 104728k|4096"
     "1 MiB sequential write, QD8, durable|qi|-d 8 -s 1M -w --pattern=165|1048576"
 )
 if [ -n "$DISK_DIR" ]; then CASES=("${DISK_CASES[@]}"); fi
