@@ -14,8 +14,9 @@
 //! commands it makes ready ([`Job`]s) run on their LU's I/O workers
 //! (`lu::IoWorkers`) when the LU may wait for a device, so a connection's queue of
 //! commands reaches the storage at the initiator's queue depth; commands of an LU in
-//! memory (ramdisk, tmpfs) run on the reading thread itself, where a hand-off costs
-//! more than the command. The core and the socket's write side sit behind one mutex
+//! memory (ramdisk, tmpfs), and a command that is the connection's only one with no
+//! more input waiting, run on the reading thread itself, where a hand-off costs more
+//! than it gains. The core and the socket's write side sit behind one mutex
 //! ([`ConnShared`]): the reading thread takes it per PDU, a worker takes it to complete
 //! its command (the response goes out from the worker) and to start the jobs the task
 //! set releases. Responses of the reading thread (R2Ts, NOP-Ins, responses of commands
