@@ -4,8 +4,8 @@
 //! and the text rendering; reading them is the backends' job (`engine::stats`,
 //! `observe::lio_stats`).
 //!
-//! Counters only grow while their object lives (a LIO ACL session's counters start
-//! again at a new login; the engine's start with the process).
+//! Counters only grow while their object lives (LIO's start again when a LUN or an
+//! ACL's mapped LUN is re-created; the engine's start with the process).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
