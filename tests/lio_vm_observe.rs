@@ -148,39 +148,27 @@ fn sessions_stats_and_exporter_show_real_lio_sessions_and_io() {
     let stats_before = isctl_json(&mut vm, "stats");
     let addr = format!("127.0.0.1:{}", vm.port());
 
+    // The harness's initiator: `secret` None logs in without CHAP.
+    let login = |initiator: &str, target: &str, secret: Option<&str>| {
+        SessionHolder::login(
+            &addr,
+            &LoginSpec {
+                initiator: initiator.into(),
+                target: target.into(),
+                chap: secret.map(|s| (CHAP_USER.into(), s.into())),
+                mutual: None,
+            },
+        )
+    };
     // Sessions held for the whole test: CHAP as HOST1, and a stranger in demo mode.
-    let held = SessionHolder::login(
-        &addr,
-        &LoginSpec {
-            initiator: HOST1.into(),
-            target: chap.clone(),
-            chap: Some((CHAP_USER.into(), CHAP_SECRET.into())),
-            mutual: None,
-        },
-    )
-    .unwrap_or_else(|e| panic!("CHAP login as {HOST1}: {e:#}"));
-    let visitor = SessionHolder::login(
-        &addr,
-        &LoginSpec {
-            initiator: VISITOR.into(),
-            target: open.clone(),
-            chap: None,
-            mutual: None,
-        },
-    )
-    .unwrap_or_else(|e| panic!("demo-mode login as {VISITOR}: {e:#}"));
+    let held = login(HOST1, &chap, Some(CHAP_SECRET))
+        .unwrap_or_else(|e| panic!("CHAP login as {HOST1}: {e:#}"));
+    let visitor = login(VISITOR, &open, None)
+        .unwrap_or_else(|e| panic!("demo-mode login as {VISITOR}: {e:#}"));
     // One login with a wrong CHAP secret: LIO's authenticate_fails counts it.
-    let refused = SessionHolder::login(
-        &addr,
-        &LoginSpec {
-            initiator: HOST1.into(),
-            target: chap.clone(),
-            chap: Some((CHAP_USER.into(), WRONG_SECRET.into())),
-            mutual: None,
-        },
-    )
-    .err()
-    .expect("a login with a wrong CHAP secret must fail");
+    let refused = login(HOST1, &chap, Some(WRONG_SECRET))
+        .err()
+        .expect("a login with a wrong CHAP secret must fail");
     assert!(
         format!("{refused:#}").contains("authentication failure"),
         "{refused:#}"

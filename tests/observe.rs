@@ -348,3 +348,23 @@ fn iscsi_perf_iops(text: &str, run_secs: f64, from: f64, to: f64) -> f64 {
     );
     sum / weight
 }
+
+/// The engine names its sessions from the model it serves: `--model` (for LIO's
+/// sessions) is refused there as a usage error, before any engine is asked.
+#[test]
+fn model_flag_is_refused_on_the_engine() {
+    let dir = work_dir();
+    for verb in ["sessions", "exporter"] {
+        let run = Isctl::new()
+            .args(["--backend", "userspace", "--socket"])
+            .arg(dir.path().join("no-engine.sock"))
+            .args([verb, "--model", "model.toml"])
+            .run();
+        run.assert_exit(64);
+        assert!(
+            run.stderr.contains("--model is for LIO"),
+            "{verb}: {}",
+            run.stderr
+        );
+    }
+}
