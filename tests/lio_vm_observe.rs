@@ -9,7 +9,8 @@
 //! driver) writes then reads exactly 16 MiB through the CHAP target. Then isctl's
 //! records, counters and `/metrics` (parsed by python3-prometheus-client on the host)
 //! are checked against what happened, against the kernel's own configfs files, and
-//! against each other; no CHAP secret appears anywhere.
+//! against each other; no CHAP secret appears anywhere. Last, a 2-second
+//! `stats --watch` during an `iscsi-perf` run gives the rate iscsi-perf saw (±10%).
 
 mod common;
 
@@ -18,6 +19,7 @@ mod harness;
 
 use std::time::{Duration, Instant};
 
+use common::iscsi_perf::iscsi_perf_iops;
 use common::prometheus::{parse_metrics, sample};
 use harness::holder::{LoginSpec, SessionHolder};
 use harness::isctl::{isctl, isctl_cmd, STATE_DIR};
@@ -487,6 +489,56 @@ fn sessions_stats_and_exporter_show_real_lio_sessions_and_io() {
             );
         }
     }
+
+    // ---- stats --watch 2 during iscsi-perf ----------------------------------------------
+    // The LUN's command rate over isctl's 2-second window against iscsi-perf's own
+    // per-second figures over the same window (the open target: iscsi-perf logs in
+    // without CHAP under its own name, admitted by demo mode).
+    let perf_secs = 8.0;
+    let perf_started = Instant::now();
+    let perf = std::process::Command::new(
+        harness::require_tool("iscsi-perf").unwrap_or_else(|e| panic!("{e:#}")),
+    )
+    .args([
+        "-t",
+        &format!("{perf_secs}"),
+        "-m",
+        "4",
+        "-x",
+        "0",
+        &format!("iscsi://127.0.0.1:{}/{open}/0", vm.port()),
+    ])
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .expect("starting iscsi-perf");
+    std::thread::sleep(Duration::from_secs(3)); // past its login and first second
+    let watch = isctl(&mut vm, "-o json stats --watch 2 --count 1");
+    let window_end = perf_started.elapsed().as_secs_f64();
+    assert!(watch.success(), "{watch}");
+    let second: Value = serde_json::from_str(watch.stdout.lines().nth(1).expect("two samples"))
+        .unwrap_or_else(|e| panic!("{e}\n{watch}"));
+    let rate = second["rates"]
+        .as_array()
+        .and_then(|rs| {
+            rs.iter()
+                .find(|r| r["target"] == open.as_str() && r["row"] == "lun 0")
+        })
+        .and_then(|r| r["commands_per_s"].as_f64())
+        .unwrap_or_else(|| panic!("no lun 0 rate for {open}: {second:#}"));
+    let out = perf.wait_with_output().expect("waiting for iscsi-perf");
+    let perf_text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "iscsi-perf: {perf_text}");
+    let iops = iscsi_perf_iops(&perf_text, perf_secs, window_end - 2.0, window_end);
+    let ratio = rate / iops;
+    eprintln!(
+        "LIO stats --watch 2: {rate:.0} commands/s; iscsi-perf: {iops:.0} IOPS; ratio {ratio:.3}"
+    );
+    assert!(
+        (0.9..=1.1).contains(&ratio),
+        "stats --watch rate {rate:.0}/s vs iscsi-perf {iops:.0} IOPS (ratio {ratio:.3})\n{perf_text}"
+    );
 
     drop(visitor);
     drop(held);

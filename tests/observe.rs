@@ -13,6 +13,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::iscsi_perf::iscsi_perf_iops;
 use common::prometheus::{parse_metrics, sample};
 use common::Isctl;
 use engine::{free_port, start_engine, work_dir};
@@ -304,49 +305,6 @@ fn sessions_stats_and_metrics_with_real_initiators() {
     let m = parse_metrics(&http_get(http, "/metrics").1);
     let authz = format!(r#"{{"result": "authorization", "target": "{TARGET}"}}"#);
     assert_eq!(sample(&m, "isctl_logins_total", &authz), 1.0);
-}
-
-/// iscsi-perf's per-second `iops current` figures, each with the end of its second
-/// since iscsi-perf's start. Its lines carry the time *remaining* of a `run_secs`
-/// run (`00:00:07 - lba 84568, iops current 92480 (361 MB/s), ...` after 1 s of 8).
-fn iscsi_perf_seconds(text: &str, run_secs: f64) -> Vec<(f64, f64)> {
-    let words: Vec<&str> = text
-        .split(|c: char| c.is_whitespace() || c == ',')
-        .filter(|w| !w.is_empty())
-        .collect();
-    let mut out = Vec::new();
-    let mut now = None;
-    for (i, w) in words.iter().enumerate() {
-        let hms: Vec<&str> = w.split(':').collect();
-        if hms.len() == 3 && hms.iter().all(|p| p.len() == 2 && p.parse::<u64>().is_ok()) {
-            let n: Vec<u64> = hms.iter().map(|p| p.parse().unwrap()).collect();
-            now = Some(run_secs - (n[0] * 3600 + n[1] * 60 + n[2]) as f64);
-        }
-        if *w == "current" && i > 0 && words[i - 1] == "iops" {
-            if let (Some(t), Some(v)) = (now, words.get(i + 1).and_then(|v| v.parse::<f64>().ok()))
-            {
-                out.push((t, v));
-            }
-        }
-    }
-    out
-}
-
-/// iscsi-perf's IOPS over the window `[from, to]` seconds since its start: its
-/// per-second figures weighted by how much of each second falls in the window.
-fn iscsi_perf_iops(text: &str, run_secs: f64, from: f64, to: f64) -> f64 {
-    let secs = iscsi_perf_seconds(text, run_secs);
-    let (mut sum, mut weight) = (0.0, 0.0);
-    for (t, v) in &secs {
-        let overlap = (to.min(*t) - from.max(t - 1.0)).max(0.0);
-        sum += v * overlap;
-        weight += overlap;
-    }
-    assert!(
-        weight > 1.5,
-        "iscsi-perf's figures do not cover {from:.1}..{to:.1} s: {secs:?}\n{text}"
-    );
-    sum / weight
 }
 
 /// The engine names its sessions from the model it serves: `--model` (for LIO's
