@@ -13,6 +13,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::iscsi_perf::iscsi_perf_iops;
+use common::prometheus::{parse_metrics, sample};
 use common::Isctl;
 use engine::{free_port, start_engine, work_dir};
 
@@ -63,50 +65,6 @@ fn http_get(port: u16, path: &str) -> (u16, String) {
     let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
     let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
     (status, body.to_string())
-}
-
-/// The samples of `/metrics` as `{name{labels}: value}`, parsed by
-/// prometheus_client's text parser (it fails on malformed exposition text).
-fn parse_metrics(text: &str) -> serde_json::Value {
-    let script = r#"
-import json, sys
-from prometheus_client.parser import text_string_to_metric_families
-out = {}
-for fam in text_string_to_metric_families(sys.stdin.read()):
-    for s in fam.samples:
-        key = s.name + json.dumps(s.labels, sort_keys=True)
-        out[key] = s.value
-print(json.dumps(out))
-"#;
-    let mut child = Command::new("/usr/bin/python3")
-        .args(["-c", script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run python3 (python3-prometheus-client)");
-    {
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "prometheus_client could not parse /metrics: {}\n{text}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn sample(m: &serde_json::Value, name: &str, labels: &str) -> f64 {
-    m[format!("{name}{labels}")]
-        .as_f64()
-        .unwrap_or_else(|| panic!("no sample {name}{labels} in {m:#}"))
 }
 
 struct Exporter(std::process::Child);
@@ -349,45 +307,22 @@ fn sessions_stats_and_metrics_with_real_initiators() {
     assert_eq!(sample(&m, "isctl_logins_total", &authz), 1.0);
 }
 
-/// iscsi-perf's per-second `iops current` figures, each with the end of its second
-/// since iscsi-perf's start. Its lines carry the time *remaining* of a `run_secs`
-/// run (`00:00:07 - lba 84568, iops current 92480 (361 MB/s), ...` after 1 s of 8).
-fn iscsi_perf_seconds(text: &str, run_secs: f64) -> Vec<(f64, f64)> {
-    let words: Vec<&str> = text
-        .split(|c: char| c.is_whitespace() || c == ',')
-        .filter(|w| !w.is_empty())
-        .collect();
-    let mut out = Vec::new();
-    let mut now = None;
-    for (i, w) in words.iter().enumerate() {
-        let hms: Vec<&str> = w.split(':').collect();
-        if hms.len() == 3 && hms.iter().all(|p| p.len() == 2 && p.parse::<u64>().is_ok()) {
-            let n: Vec<u64> = hms.iter().map(|p| p.parse().unwrap()).collect();
-            now = Some(run_secs - (n[0] * 3600 + n[1] * 60 + n[2]) as f64);
-        }
-        if *w == "current" && i > 0 && words[i - 1] == "iops" {
-            if let (Some(t), Some(v)) = (now, words.get(i + 1).and_then(|v| v.parse::<f64>().ok()))
-            {
-                out.push((t, v));
-            }
-        }
+/// The engine names its sessions from the model it serves: `--model` (for LIO's
+/// sessions) is refused there as a usage error, before any engine is asked.
+#[test]
+fn model_flag_is_refused_on_the_engine() {
+    let dir = work_dir();
+    for verb in ["sessions", "exporter"] {
+        let run = Isctl::new()
+            .args(["--backend", "userspace", "--socket"])
+            .arg(dir.path().join("no-engine.sock"))
+            .args([verb, "--model", "model.toml"])
+            .run();
+        run.assert_exit(64);
+        assert!(
+            run.stderr.contains("--model is for LIO"),
+            "{verb}: {}",
+            run.stderr
+        );
     }
-    out
-}
-
-/// iscsi-perf's IOPS over the window `[from, to]` seconds since its start: its
-/// per-second figures weighted by how much of each second falls in the window.
-fn iscsi_perf_iops(text: &str, run_secs: f64, from: f64, to: f64) -> f64 {
-    let secs = iscsi_perf_seconds(text, run_secs);
-    let (mut sum, mut weight) = (0.0, 0.0);
-    for (t, v) in &secs {
-        let overlap = (to.min(*t) - from.max(t - 1.0)).max(0.0);
-        sum += v * overlap;
-        weight += overlap;
-    }
-    assert!(
-        weight > 1.5,
-        "iscsi-perf's figures do not cover {from:.1}..{to:.1} s: {secs:?}\n{text}"
-    );
-    sum / weight
 }

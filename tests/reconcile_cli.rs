@@ -584,3 +584,97 @@ fn an_attribute_the_model_does_not_name_is_drift_and_apply_repairs_it() {
     e.run(&["plan", "--detailed-exitcode", &m]).assert_exit(0);
     e.run(&["status", &m]).assert_exit(0);
 }
+
+/// LIO sessions (here on the simulated configfs) name their portal group, initiator
+/// groups and comment from `--model`, else from the model `isctl watch` recorded in
+/// `watch.json`; without either the fields are absent; a broken `--model` fails naming
+/// its file (observe::admitted, docs/monitoring.md).
+#[test]
+fn sessions_are_named_from_the_model_or_the_watchers_model() {
+    let e = Env::new();
+    let m = model();
+    e.run(&["apply", "--auto-approve", &m]).assert_exit(0);
+    let sim = e.sim();
+    sim.add_session(
+        "iqn.2005-10.org.example.ctl:lab",
+        1,
+        "iqn.1994-05.com.example:dyn1",
+        "10.0.2.2",
+    )
+    .unwrap();
+    sim.add_session(
+        "iqn.2026-01.com.example:archive",
+        10,
+        "iqn.1998-01.com.vmware:esxi-host-1",
+        "10.0.2.3",
+    )
+    .unwrap();
+    sim.save(&e.sim_file()).unwrap();
+    let fields = "target_portal_group,igroups.name,initiator.comment,initiator.name";
+    let named = |v: &serde_json::Value| {
+        let mut rows: Vec<String> = v["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} {} {} {}",
+                    r["initiator"]["name"],
+                    r["target_portal_group"],
+                    r["igroups"],
+                    r["initiator"]["comment"]
+                )
+            })
+            .collect();
+        rows.sort();
+        rows
+    };
+    let want = [
+        r#""iqn.1994-05.com.example:dyn1" "default" null null"#,
+        // The fixture's group has no comment: absent, not empty.
+        r#""iqn.1998-01.com.vmware:esxi-host-1" "storage-net" [{"name":"vmware"}] null"#,
+    ];
+
+    let bare = e
+        .run(&["-o", "json", "sessions", "--fields", fields])
+        .json();
+    assert_eq!(
+        named(&bare),
+        [
+            r#""iqn.1994-05.com.example:dyn1" null null null"#,
+            r#""iqn.1998-01.com.vmware:esxi-host-1" null null null"#,
+        ],
+        "no model, no watch.json: configfs alone has no names"
+    );
+    let given = e
+        .run(&["-o", "json", "sessions", "--fields", fields, "--model", &m])
+        .json();
+    assert_eq!(named(&given), want);
+
+    std::fs::create_dir_all(e.state_dir()).unwrap();
+    isctl::watch::state::save(
+        &e.state_dir(),
+        &isctl::watch::state::LastApply {
+            time: 0,
+            model: PathBuf::from(&m),
+            digest: String::new(),
+            trigger: "start".into(),
+            outcome: isctl::watch::state::Outcome::Applied,
+            summary: None,
+            changes: vec![],
+            message: None,
+            attempts: 1,
+        },
+    )
+    .unwrap();
+    let watched = e
+        .run(&["-o", "json", "sessions", "--fields", fields])
+        .json();
+    assert_eq!(named(&watched), want, "the watcher's model");
+
+    let broken = e.dir.path().join("broken.toml");
+    std::fs::write(&broken, "[extent.x]\ntype = \"ramdisk\"\nsize = \"lots\"\n").unwrap();
+    let o = e.run(&["sessions", "--model", broken.to_str().unwrap()]);
+    assert_ne!(o.code, 0, "{}", o.all());
+    assert!(o.stderr.contains("broken.toml:3"), "{}", o.all());
+}

@@ -242,6 +242,11 @@ pub struct SessionsArgs {
     /// `false`: print only the number of matching sessions.
     #[arg(long, value_name = "BOOL", default_value = "true")]
     pub return_records: String,
+    /// LIO: the model (file or directory) to name portal groups, initiator groups and
+    /// their comments from (configfs has only tags and ACLs); default: the model
+    /// `isctl watch` last applied (`<state-dir>/watch.json`), if any.
+    #[arg(long, value_name = "PATH")]
+    pub model: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -264,6 +269,10 @@ pub struct ExporterArgs {
     /// anyone who reaches it sees the sessions and counters).
     #[arg(long)]
     pub allow_remote: bool,
+    /// LIO: the model (file or directory) to name portal groups, initiator groups and
+    /// their comments from; default: the model `isctl watch` last applied, if any.
+    #[arg(long, value_name = "PATH")]
+    pub model: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -109,6 +109,11 @@ impl Resolved {
         }))
     }
 
+    /// True when the chosen backend is LIO (the kernel's or the simulated configfs).
+    pub fn is_lio(&self) -> bool {
+        !matches!(self.chosen, Chosen::Userspace(_))
+    }
+
     /// The LIO backend, for the verbs only LIO has (`export`).
     pub fn lio_host(&self, verb: &str) -> anyhow::Result<LioHost> {
         match self.host()? {

@@ -1,18 +1,29 @@
 //! LIO's counters, read from configfs (the kernel's `target_core_stat.c` and
-//! `iscsi_target_stat.c`), in the shape of [`Statistics`]:
+//! `iscsi_target_stat.c` name the files), in the shape of [`Statistics`]:
 //!
 //! | isctl | configfs (under `$C/iscsi/<target>/`) |
 //! | --- | --- |
 //! | sessions | `fabric_statistics/iscsi_instance/sessions` |
 //! | logins | `fabric_statistics/iscsi_login_stats/{accepts, authenticate_fails, authorize_fails, negotiate_fails, redirects, other_fails}` |
 //! | errors | `fabric_statistics/iscsi_sess_err/{digest_errors, cxn_errors, format_errors}` |
-//! | per LUN | `tpgt_N/lun/lun_M/statistics/scsi_tgt_port/{in_cmds, read_mbytes, write_mbytes}` (bytes in whole MiB) |
-//! | per initiator | `tpgt_N/acls/<I>/fabric_statistics/iscsi_sess_stats/{cmd_pdus, txdata_octs, rxdata_octs}` |
+//! | per LUN | `tpgt_N/lun/lun_M/statistics/scsi_tgt_port/{in_cmds, read_mbytes, write_mbytes}` |
+//! | per initiator | the sum over its mapped LUNs of `tpgt_N/acls/<I>/lun_M/statistics/scsi_auth_intr/{num_cmds, read_mbytes, write_mbytes}` |
 //!
-//! What LIO cannot show (docs/monitoring.md): latency; per-LUN bytes finer than
-//! a MiB; per-initiator counters of demo-mode (ACL-less) sessions; per-initiator
-//! counters beyond the ACL's current session (they restart at each login).
-//! `read` means data sent to the initiator (`txdata_octs`, `read_mbytes`).
+//! Units: `*_mbytes` are whole MiB (the kernel shifts its byte counters right by
+//! 20), so bytes here are MiB × 2^20 and rows say `bytes_in_mib`. `read` means data
+//! sent to the initiator (`scsi_tgt_port/read_mbytes` is the LUN's `tx_data_octets`,
+//! `scsi_auth_intr/read_mbytes` the mapping's `read_bytes`, counted when a command
+//! with Data-In is looked up).
+//!
+//! Why `scsi_auth_intr` for initiators, not the ACL's
+//! `fabric_statistics/iscsi_sess_stats` (`cmd_pdus`, `txdata_octs`, exact bytes):
+//! `iscsi_sess_stats` reads the ACL's *current* session only (`nacl_sess`), so the
+//! I/O of a session that logged out vanishes from it, and with two sessions of one
+//! initiator it shows one of them; `scsi_auth_intr` counts every command of every
+//! session through that mapping for as long as the mapping exists.
+//!
+//! What LIO cannot show (docs/monitoring.md): latency; bytes finer than a MiB;
+//! per-initiator counters of demo-mode (ACL-less) sessions.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -91,17 +102,18 @@ pub fn read(root: &Path) -> Statistics {
                 row.written_bytes += read_u64(&port.join("write_mbytes")) << 20;
             }
             for acl in dirs(&tpg.join("acls")) {
-                let st = tpg
-                    .join("acls")
-                    .join(&acl)
-                    .join("fabric_statistics/iscsi_sess_stats");
                 let row = initiators.entry(acl.clone()).or_insert_with(|| IoStats {
                     initiator: Some(acl.clone()),
+                    bytes_in_mib: true,
                     ..IoStats::default()
                 });
-                row.commands += read_u64(&st.join("cmd_pdus"));
-                row.read_bytes += read_u64(&st.join("txdata_octs"));
-                row.written_bytes += read_u64(&st.join("rxdata_octs"));
+                let acl_dir = tpg.join("acls").join(&acl);
+                for mapped in dirs(&acl_dir).into_iter().filter(|d| d.starts_with("lun_")) {
+                    let st = acl_dir.join(mapped).join("statistics/scsi_auth_intr");
+                    row.commands += read_u64(&st.join("num_cmds"));
+                    row.read_bytes += read_u64(&st.join("read_mbytes")) << 20;
+                    row.written_bytes += read_u64(&st.join("write_mbytes")) << 20;
+                }
             }
         }
         ts.luns = luns.into_values().collect();
@@ -164,11 +176,21 @@ mod tests {
             &format!("{t}/tpgt_1/lun/lun_0/statistics/scsi_tgt_port/read_mbytes"),
             "2\n",
         );
-        let acl =
-            format!("{t}/tpgt_1/acls/iqn.1994-05.com.redhat:h/fabric_statistics/iscsi_sess_stats");
-        write(r, &format!("{acl}/cmd_pdus"), "90\n");
-        write(r, &format!("{acl}/txdata_octs"), "2097152\n");
-        write(r, &format!("{acl}/rxdata_octs"), "512\n");
+        let acl = format!("{t}/tpgt_1/acls/iqn.1994-05.com.redhat:h");
+        for (lun, cmds, read_mib, write_mib) in
+            [(0, "90\n", "2\n", "0\n"), (1, "10\n", "1\n", "5\n")]
+        {
+            let st = format!("{acl}/lun_{lun}/statistics/scsi_auth_intr");
+            write(r, &format!("{st}/num_cmds"), cmds);
+            write(r, &format!("{st}/read_mbytes"), read_mib);
+            write(r, &format!("{st}/write_mbytes"), write_mib);
+        }
+        // The current session's counters are not what isctl reports (see the module doc).
+        write(
+            r,
+            &format!("{acl}/fabric_statistics/iscsi_sess_stats/cmd_pdus"),
+            "7\n",
+        );
         let s = read(r);
         assert_eq!(s.targets.len(), 1, "discovery_auth is not a target");
         let ts = &s.targets[0];
@@ -181,7 +203,11 @@ mod tests {
         assert_eq!(ts.luns[0].commands, 100);
         assert_eq!(ts.luns[0].read_bytes, 2 << 20);
         assert!(ts.luns[0].bytes_in_mib);
-        assert_eq!(ts.initiators[0].read_bytes, 2097152);
-        assert_eq!(ts.initiators[0].written_bytes, 512);
+        let i = &ts.initiators[0];
+        assert_eq!(i.initiator.as_deref(), Some("iqn.1994-05.com.redhat:h"));
+        assert_eq!(i.commands, 100, "summed over the mapped LUNs");
+        assert_eq!(i.read_bytes, 3 << 20);
+        assert_eq!(i.written_bytes, 5 << 20);
+        assert!(i.bytes_in_mib);
     }
 }

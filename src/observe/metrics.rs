@@ -232,7 +232,14 @@ impl Collector for SampleCollector {
                         labels(&[
                             ("target", &x.target),
                             ("initiator", &x.initiator),
-                            ("isid", x.isid.as_deref().unwrap_or("")),
+                            // ONTAP's form, as `isctl sessions` shows it.
+                            (
+                                "isid",
+                                &x.isid
+                                    .as_deref()
+                                    .map(crate::observe::sessions::isid_colons)
+                                    .unwrap_or_default(),
+                            ),
                             ("tsih", &x.tsih.map(|t| t.to_string()).unwrap_or_default()),
                             ("authentication", &auth),
                         ]),

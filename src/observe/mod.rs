@@ -5,6 +5,8 @@
 //! * [`query`]: ONTAP's REST query language (filters with its operators, dotted
 //!   field names, `fields`, `order_by`, `max_records`, `return_records`), pure;
 //! * [`sessions`]: a [`crate::state::Session`] as ONTAP's iSCSI session record;
+//! * [`admitted`]: what configfs cannot say of LIO sessions (portal group name,
+//!   initiator groups, comment), from the model through the LIO lowering;
 //! * [`stats`]: the backend-neutral statistics sample, rates, text;
 //! * [`lio_stats`]: LIO's counters from configfs `statistics/` and
 //!   `fabric_statistics/`;
@@ -19,6 +21,7 @@
 //! In → out: backend (sessions, counters) → records / [`stats::Statistics`] →
 //! query, text, JSON, Prometheus.
 
+pub mod admitted;
 pub mod exporter;
 pub mod lio_stats;
 pub mod metrics;

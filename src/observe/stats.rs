@@ -4,8 +4,8 @@
 //! and the text rendering; reading them is the backends' job (`engine::stats`,
 //! `observe::lio_stats`).
 //!
-//! Counters only grow while their object lives (a LIO ACL session's counters start
-//! again at a new login; the engine's start with the process).
+//! Counters only grow while their object lives (LIO's start again when a LUN or an
+//! ACL's mapped LUN is re-created; the engine's start with the process).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -100,7 +100,8 @@ pub struct IoStats {
     pub read_bytes: u64,
     /// Bytes received from initiators (Data-Out and immediate data).
     pub written_bytes: u64,
-    /// Bytes are counted in whole MiB by this source (LIO's `scsi_tgt_port`).
+    /// Bytes are counted in whole MiB by this source (LIO's `scsi_tgt_port` and
+    /// `scsi_auth_intr` `*_mbytes` files).
     #[serde(default, skip_serializing_if = "is_false")]
     pub bytes_in_mib: bool,
     /// Command latency (the engine only; LIO keeps none).
@@ -306,8 +307,8 @@ pub fn render_text(s: &Statistics, rates: Option<&BTreeMap<(String, String), Rat
                 .collect();
             let _ = writeln!(out, "  {}", line.join("  ").trim_end());
         }
-        if t.luns.iter().any(|r| r.bytes_in_mib) {
-            let _ = writeln!(out, "  (LIO counts LUN bytes in whole MiB)");
+        if t.luns.iter().chain(&t.initiators).any(|r| r.bytes_in_mib) {
+            let _ = writeln!(out, "  (LIO counts bytes in whole MiB)");
         }
     }
     out

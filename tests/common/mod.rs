@@ -14,6 +14,8 @@
 #![allow(dead_code)]
 
 pub mod auth_fixture;
+pub mod iscsi_perf;
+pub mod prometheus;
 
 use std::ffi::OsStr;
 use std::fmt;

@@ -7,15 +7,60 @@
 //!
 //! JSON is `{"num_records": N, "records": [...]}` with every field unless
 //! `--fields` names some; text is a table of [`TABLE_FIELDS`] or the fields named.
+//!
+//! On LIO, `--model PATH` (else the model `isctl watch` last applied) names the
+//! portal group, initiator groups and comment of each session
+//! (`observe::admitted`); [`source_with_model`] is shared with the exporter.
 
 use std::io::Write;
+use std::path::Path;
+
+use anyhow::Context;
 
 use crate::cli::args::SessionsArgs;
 use crate::cli::exit;
 use crate::cli::resolve::Resolved;
 use crate::cli::UsageError;
+use crate::observe::admitted::{ModelFrom, ModelView, WithModel};
 use crate::observe::query::{self, leaf_values, Fields, Filter, Query};
 use crate::observe::sessions::{record, SCHEMA, TABLE_FIELDS};
+use crate::observe::Source;
+
+/// The backend's sessions and counters; on LIO, sessions completed from `model`
+/// (loaded and validated like `plan` does, errors naming file and line) or else
+/// from the watcher's last model. The engine names its sessions itself, so a
+/// `--model` there is a usage error rather than silently ignored.
+pub(crate) fn source_with_model(
+    r: &Resolved,
+    model: Option<&Path>,
+) -> anyhow::Result<Box<dyn Source>> {
+    let inner = r.observe_source()?;
+    if !r.is_lio() {
+        if let Some(path) = model {
+            return Err(UsageError(format!(
+                "--model {}: the userspace engine names sessions from the model it serves; --model is for LIO",
+                path.display()
+            ))
+            .into());
+        }
+        return Ok(inner);
+    }
+    let from = match model {
+        Some(path) => {
+            let view = ModelView::new(r.load_model(path)?).with_context(|| {
+                format!(
+                    "the model {} cannot be mapped onto LIO, so sessions cannot be named from it",
+                    path.display()
+                )
+            })?;
+            ModelFrom::Given(Box::new(view))
+        }
+        None => ModelFrom::Watched {
+            state_dir: r.state_dir.clone(),
+        },
+    };
+    Ok(Box::new(WithModel { inner, from }))
+}
 
 /// The query the command line asks for.
 fn query_of(args: &SessionsArgs, json: bool) -> Result<Query, UsageError> {
@@ -50,7 +95,7 @@ fn query_of(args: &SessionsArgs, json: bool) -> Result<Query, UsageError> {
 pub fn run(r: &Resolved, args: &SessionsArgs) -> anyhow::Result<u8> {
     r.text_or_json("sessions")?;
     let q = query_of(args, r.json())?;
-    let all = r.observe_source()?.sessions()?;
+    let all = source_with_model(r, args.model.as_deref())?.sessions()?;
     let answer = q.run(&SCHEMA, all.iter().map(record).collect());
     let mut out = std::io::stdout().lock();
     if r.json() {
