@@ -239,8 +239,9 @@ initiator_group = "g"
     assert!(err.contains("192.168.1.0/24"), "{err}");
 }
 
-#[test]
-fn sessions_refuse_then_force() {
+/// The example model applied to the simulated configfs, with two logged-in sessions:
+/// a demo-mode one on the lab target and an ACL's on the archive target.
+fn applied_with_two_sessions() -> (Env, String) {
     let e = Env::new();
     let m = model();
     e.run(&["apply", "--auto-approve", &m]).assert_exit(0);
@@ -260,6 +261,12 @@ fn sessions_refuse_then_force() {
     )
     .unwrap();
     sim.save(&e.sim_file()).unwrap();
+    (e, m)
+}
+
+#[test]
+fn sessions_refuse_then_force() {
+    let (e, _) = applied_with_two_sessions();
 
     let o = e.run(&["sessions"]);
     o.assert_exit(0);
@@ -591,25 +598,7 @@ fn an_attribute_the_model_does_not_name_is_drift_and_apply_repairs_it() {
 /// its file (observe::admitted, docs/monitoring.md).
 #[test]
 fn sessions_are_named_from_the_model_or_the_watchers_model() {
-    let e = Env::new();
-    let m = model();
-    e.run(&["apply", "--auto-approve", &m]).assert_exit(0);
-    let sim = e.sim();
-    sim.add_session(
-        "iqn.2005-10.org.example.ctl:lab",
-        1,
-        "iqn.1994-05.com.example:dyn1",
-        "10.0.2.2",
-    )
-    .unwrap();
-    sim.add_session(
-        "iqn.2026-01.com.example:archive",
-        10,
-        "iqn.1998-01.com.vmware:esxi-host-1",
-        "10.0.2.3",
-    )
-    .unwrap();
-    sim.save(&e.sim_file()).unwrap();
+    let (e, m) = applied_with_two_sessions();
     let fields = "target_portal_group,igroups.name,initiator.comment,initiator.name";
     let named = |v: &serde_json::Value| {
         let mut rows: Vec<String> = v["records"]
