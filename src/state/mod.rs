@@ -196,8 +196,8 @@ pub fn policy_attribute(name: &str) -> Option<&'static PolicyAttribute> {
 pub struct DefaultedAttribute {
     /// The path under the TPG or ACL directory (`attrib/login_timeout`, `param/MaxConnections`).
     pub path: &'static str,
-    /// The value right after `mkdir`, as read back without its newline; the same on
-    /// every kernel isctl supports (docs/configfs.md §3.3, §3.4, §3.6).
+    /// The value right after `mkdir`, as read back without its newline; the same in
+    /// every mainline kernel (docs/configfs.md §3.3, §3.4, §3.6).
     pub default: &'static str,
 }
 
@@ -210,7 +210,7 @@ const fn defaulted(path: &'static str, default: &'static str) -> DefaultedAttrib
 /// purpose (docs/reconcile.md, "Drift"): what isctl writes from the model
 /// (`authentication`, `generate_node_acls`, `demo_mode_write_protect`, `TargetAlias`),
 /// what follows another value (`cache_dynamic_acls`, `AuthMethod`), `default_cmdsn_depth`
-/// (`TA_DEFAULT_CMDSN_DEPTH` was 16 on older kernels, 64 on current ones), `prod_mode_write_protect`
+/// (`TA_DEFAULT_CMDSN_DEPTH` was 16 in the pre-mainline LIO code, 64 in mainline), `prod_mode_write_protect`
 /// (isctl writes every mapping's `write_protect` itself), the protection-information pair
 /// `t10_pi`/`fabric_prot_type` (follows the hardware), `tpg_enabled_sendtargets`, and
 /// the marker keys (`IFMarker`, `OFMarker`, `IFMarkInt`, `OFMarkInt`: LIO implements no
