@@ -865,3 +865,54 @@ fn a_shrink_by_20_luns_written_in_place_under_stress_is_applied_whole() {
     );
     w.stop();
 }
+
+/// The drift rule for TPGs and ACLs under watch: a TPG parameter and an ACL attribute
+/// changed behind the watcher's back are logged as drift of that TPG and ACL, and
+/// written back to the kernel default with `--repair`.
+#[test]
+fn a_hand_changed_tpg_parameter_and_acl_attribute_are_drift_repaired_by_watch() {
+    use isctl::backend::lio::ConfigFs;
+    let e = Env::new();
+    let d = e.path("m");
+    fs::create_dir_all(&d).unwrap();
+    let initiator = "iqn.1994-05.com.example:c1";
+    write(
+        &d.join("t.toml"),
+        &format!(
+            "{GLOBAL}[initiator_group.hosts]\ninitiators = [\"{initiator}\"]\n\
+             [extent.r0]\ntype = \"ramdisk\"\nsize = \"1MiB\"\n[target.t]\nluns = {{ 0 = \"r0\" }}\n\
+             [[target.t.group]]\nportal = \"local\"\ninitiator_group = \"hosts\"\n"
+        ),
+    );
+    let w = e.watch(&d, &["--interval", "1", "--repair"]);
+    assert_eq!(w.wait_attempts(1)["outcome"], "applied");
+    let tpg = Sim::default_root().join(format!("iscsi/{BASE}:t/tpgt_1"));
+    let max_connections = tpg.join("param/MaxConnections");
+    let nopin = tpg.join(format!("acls/{initiator}/attrib/nopin_timeout"));
+    let sim = Sim::load(&e.sim_file(), &Sim::default_root()).unwrap();
+    assert_eq!(sim.read(&max_connections).unwrap(), b"1\n");
+    assert_eq!(sim.read(&nopin).unwrap(), b"15\n");
+    sim.write(&max_connections, b"4").unwrap();
+    sim.write(&nopin, b"5").unwrap();
+    sim.save(&e.sim_file()).unwrap();
+
+    let st = w.wait_attempts(2);
+    assert_eq!(st["trigger"], "repair", "{st}");
+    assert_eq!(st["outcome"], "applied", "{st}");
+    assert_eq!(st["summary"]["change"], 2, "the TPG and the ACL: {st}");
+    let log = w.log();
+    assert!(
+        log.contains(&format!("drift:   ~ target \"{BASE}:t\" tpg 1\n")),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!(
+            "drift:   ~ target \"{BASE}:t\" tpg 1 acl \"{initiator}\""
+        )),
+        "{log}"
+    );
+    let sim = Sim::load(&e.sim_file(), &Sim::default_root()).unwrap();
+    assert_eq!(sim.read(&max_connections).unwrap(), b"1\n");
+    assert_eq!(sim.read(&nopin).unwrap(), b"15\n");
+    w.stop();
+}
