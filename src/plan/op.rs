@@ -129,6 +129,9 @@ pub enum TpgSetting {
     DemoModeWriteProtect(bool),
     /// `param/TargetAlias`.
     Alias(String),
+    /// A defaulted attribute or parameter (`state::TPG_DEFAULTED`) by its path under the
+    /// TPG (`attrib/login_timeout`), and its value.
+    Attribute(&'static str, String),
 }
 
 impl TpgSetting {
@@ -138,6 +141,7 @@ impl TpgSetting {
             TpgSetting::GenerateNodeAcls(_) => "generate_node_acls",
             TpgSetting::DemoModeWriteProtect(_) => "demo_mode_write_protect",
             TpgSetting::Alias(_) => "alias",
+            TpgSetting::Attribute(path, _) => path,
         }
     }
     pub fn value_string(&self) -> String {
@@ -146,6 +150,7 @@ impl TpgSetting {
             | TpgSetting::GenerateNodeAcls(b)
             | TpgSetting::DemoModeWriteProtect(b) => b.to_string(),
             TpgSetting::Alias(a) => format!("{a:?}"),
+            TpgSetting::Attribute(_, v) => v.clone(),
         }
     }
 }
@@ -484,6 +489,14 @@ pub enum Op {
         value: Option<bool>,
         old: Option<Option<bool>>,
     },
+    /// A defaulted ACL attribute (`state::ACL_DEFAULTED`) by its path under the ACL
+    /// (`attrib/nopin_timeout`).
+    SetAclAttribute {
+        acl: AclAddr,
+        path: &'static str,
+        value: String,
+        old: Option<String>,
+    },
     CreateMappedLun {
         mapped: MappedLunAddr,
     },
@@ -543,6 +556,7 @@ impl Op {
             Op::CreateAcl { .. } => "create_acl",
             Op::DeleteAcl { .. } => "delete_acl",
             Op::SetAclAuthentication { .. } => "set_acl_authentication",
+            Op::SetAclAttribute { .. } => "set_acl_attribute",
             Op::CreateMappedLun { .. } => "create_mapped_lun",
             Op::DeleteMappedLun { .. } => "delete_mapped_lun",
             Op::MapLun { .. } => "map_lun",
@@ -584,7 +598,8 @@ impl Op {
             | Op::UnlinkLun { lun, .. } => lun.object(),
             Op::CreateAcl { acl }
             | Op::DeleteAcl { acl, .. }
-            | Op::SetAclAuthentication { acl, .. } => acl.object(),
+            | Op::SetAclAuthentication { acl, .. }
+            | Op::SetAclAttribute { acl, .. } => acl.object(),
             Op::CreateMappedLun { mapped }
             | Op::DeleteMappedLun { mapped }
             | Op::MapLun { mapped, .. }
@@ -836,6 +851,18 @@ impl Op {
                 old: Some(*value),
             }],
             Op::SetAclAuthentication { old: None, .. } => vec![],
+            Op::SetAclAttribute {
+                acl,
+                path,
+                value,
+                old: Some(old),
+            } => vec![Op::SetAclAttribute {
+                acl: acl.clone(),
+                path,
+                value: old.clone(),
+                old: Some(value.clone()),
+            }],
+            Op::SetAclAttribute { old: None, .. } => vec![],
             Op::CreateMappedLun { mapped } => vec![Op::DeleteMappedLun {
                 mapped: mapped.clone(),
             }],
@@ -973,6 +1000,9 @@ impl fmt::Display for Op {
                     Some(false) => "false",
                 }
             ),
+            Op::SetAclAttribute {
+                acl, path, value, ..
+            } => write!(f, "set {acl} {path} = {value}"),
             Op::CreateMappedLun { mapped } => write!(f, "create {mapped}"),
             Op::DeleteMappedLun { mapped } => write!(f, "delete {mapped}"),
             Op::MapLun {

@@ -455,7 +455,7 @@ fn tpg_group(
         );
         ok = false;
     }
-    for (k, v) in &tpg.extra {
+    for (k, v) in tpg.attributes.iter().chain(&tpg.extra) {
         x.problem(
             &gobj,
             format!("{k} = {v} (differs from the kernel default; the model has no key for it)"),
@@ -530,7 +530,7 @@ fn tpg_group(
                 x.problem(&aobj, "the ACL overrides the TPG's authentication setting; the model has one auth method per group");
                 ok = false;
             }
-            for (k, v) in &acl.extra {
+            for (k, v) in acl.attributes.iter().chain(&acl.extra) {
                 x.problem(&aobj, format!("{k} = {v} (the model has no key for it)"));
             }
             // Every TPG LUN mapped at its own number, nothing else.

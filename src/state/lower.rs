@@ -223,6 +223,8 @@ pub fn lower(model: &Model) -> Result<State, LowerErrors> {
                 portals: BTreeMap::new(),
                 luns: BTreeMap::new(),
                 acls: BTreeMap::new(),
+                // Every defaulted attribute stays at the kernel default (the model names none).
+                attributes: BTreeMap::new(),
                 extra: BTreeMap::new(),
                 origin: Some(g.origin.clone()),
             };
@@ -277,6 +279,7 @@ pub fn lower(model: &Model) -> Result<State, LowerErrors> {
                             auth: Some(creds.clone()),
                             authentication: None,
                             mapped: BTreeMap::new(),
+                            attributes: BTreeMap::new(),
                             extra: BTreeMap::new(),
                             origin: Some(g.origin.clone()),
                         };

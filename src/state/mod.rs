@@ -188,6 +188,79 @@ pub fn policy_attribute(name: &str) -> Option<&'static PolicyAttribute> {
     POLICY_ATTRIBUTES.iter().find(|a| a.name == name)
 }
 
+/// A TPG or ACL file under the drift rule: isctl keeps it at the kernel default (the
+/// model names none of them), so any other value was put there behind isctl's back.
+/// The kernel accepts a new value at any time (it applies to new logins and
+/// connections), so a repair is one write in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DefaultedAttribute {
+    /// The path under the TPG or ACL directory (`attrib/login_timeout`, `param/MaxConnections`).
+    pub path: &'static str,
+    /// The value right after `mkdir`, as read back without its newline; the same in
+    /// every mainline kernel (docs/configfs.md §3.3, §3.4, §3.6).
+    pub default: &'static str,
+}
+
+const fn defaulted(path: &'static str, default: &'static str) -> DefaultedAttribute {
+    DefaultedAttribute { path, default }
+}
+
+/// TPG attributes and parameters under the drift rule (`TA_*` defaults in
+/// `iscsi_target_core.h`, `INITIAL_*` in `iscsi_target_parameters.h`). Left out on
+/// purpose (docs/reconcile.md, "Drift"): what isctl writes from the model
+/// (`authentication`, `generate_node_acls`, `demo_mode_write_protect`, `TargetAlias`),
+/// what follows another value (`cache_dynamic_acls`, `AuthMethod`), `default_cmdsn_depth`
+/// (`TA_DEFAULT_CMDSN_DEPTH` was 16 in the pre-mainline LIO code, 64 in mainline), `prod_mode_write_protect`
+/// (isctl writes every mapping's `write_protect` itself), the protection-information pair
+/// `t10_pi`/`fabric_prot_type` (follows the hardware), `tpg_enabled_sendtargets`, and
+/// the marker keys (`IFMarker`, `OFMarker`, `IFMarkInt`, `OFMarkInt`: LIO implements no
+/// markers, RFC 7143 dropped them).
+pub const TPG_DEFAULTED: &[DefaultedAttribute] = &[
+    defaulted("attrib/default_erl", "0"),
+    defaulted("attrib/demo_mode_discovery", "1"),
+    defaulted("attrib/login_keys_workaround", "1"),
+    defaulted("attrib/login_timeout", "15"),
+    defaulted("attrib/netif_timeout", "2"),
+    defaulted("param/DataDigest", "CRC32C,None"),
+    defaulted("param/DataPDUInOrder", "Yes"),
+    defaulted("param/DataSequenceInOrder", "Yes"),
+    defaulted("param/DefaultTime2Retain", "20"),
+    defaulted("param/DefaultTime2Wait", "2"),
+    defaulted("param/ErrorRecoveryLevel", "0"),
+    defaulted("param/FirstBurstLength", "65536"),
+    defaulted("param/HeaderDigest", "CRC32C,None"),
+    defaulted("param/ImmediateData", "Yes"),
+    defaulted("param/InitialR2T", "Yes"),
+    defaulted("param/MaxBurstLength", "262144"),
+    defaulted("param/MaxConnections", "1"),
+    defaulted("param/MaxOutstandingR2T", "1"),
+    defaulted("param/MaxRecvDataSegmentLength", "8192"),
+    defaulted("param/MaxXmitDataSegmentLength", "262144"),
+];
+
+/// ACL attributes under the drift rule (`NA_*` defaults in `iscsi_target_core.h`).
+/// Left out: `attrib/authentication` (written from the model) and `cmdsn_depth` (its
+/// default is the TPG's `default_cmdsn_depth`, which differs across kernels, and a
+/// write cuts the initiator's session).
+pub const ACL_DEFAULTED: &[DefaultedAttribute] = &[
+    defaulted("attrib/dataout_timeout", "3"),
+    defaulted("attrib/dataout_timeout_retries", "5"),
+    defaulted("attrib/default_erl", "0"),
+    defaulted("attrib/nopin_response_timeout", "30"),
+    defaulted("attrib/nopin_timeout", "15"),
+    defaulted("attrib/random_datain_pdu_offsets", "0"),
+    defaulted("attrib/random_datain_seq_offsets", "0"),
+    defaulted("attrib/random_r2t_offsets", "0"),
+];
+
+/// The defaulted attribute at `path` in `table` ([`TPG_DEFAULTED`] or [`ACL_DEFAULTED`]).
+pub fn defaulted_attribute(
+    table: &'static [DefaultedAttribute],
+    path: &str,
+) -> Option<&'static DefaultedAttribute> {
+    table.iter().find(|a| a.path == path)
+}
+
 /// What a backstore stores its blocks in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BackstoreKind {
@@ -264,6 +337,11 @@ pub struct Tpg {
     pub luns: BTreeMap<u64, Lun>,
     /// Node ACLs by initiator name (verbatim: LIO compares names byte-wise).
     pub acls: BTreeMap<String, Acl>,
+    /// The TPG's defaulted attributes ([`TPG_DEFAULTED`]) whose value is not the kernel's
+    /// default, by path (`attrib/login_timeout` → `30`). Desired: empty (the model names
+    /// none of them). Observed: as read, in every scope. Any difference is drift
+    /// (docs/reconcile.md, "Drift").
+    pub attributes: BTreeMap<String, String>,
     /// Observed: unmanaged attribute values that differ from the kernel defaults.
     pub extra: BTreeMap<String, String>,
     pub origin: Option<Origin>,
@@ -284,6 +362,7 @@ impl Tpg {
             portals: BTreeMap::new(),
             luns: BTreeMap::new(),
             acls: BTreeMap::new(),
+            attributes: BTreeMap::new(),
             extra: BTreeMap::new(),
             origin: None,
         }
@@ -323,6 +402,9 @@ pub struct Acl {
     pub authentication: Option<bool>,
     /// Mapped LUNs by the LUN number the initiator sees.
     pub mapped: BTreeMap<u64, MappedLun>,
+    /// The ACL's defaulted attributes ([`ACL_DEFAULTED`]) whose value is not the kernel's
+    /// default, by path (`attrib/nopin_timeout` → `5`); like [`Tpg::attributes`].
+    pub attributes: BTreeMap<String, String>,
     /// Observed: unmanaged values (`tag`, `cmdsn_depth`, attributes) that differ from
     /// the defaults.
     pub extra: BTreeMap<String, String>,
@@ -791,7 +873,11 @@ pub fn managed_attributes(s: &State) -> BTreeMap<ObjectId, BTreeMap<String, Stri
             }
             if let Some(a) = &tpg.auth {
                 put(id.clone(), "chap_userid", a.userid.clone());
-                put(id, "chap_userid_mutual", a.userid_mutual.clone());
+                put(id.clone(), "chap_userid_mutual", a.userid_mutual.clone());
+            }
+            for a in TPG_DEFAULTED {
+                let v = tpg.attributes.get(a.path).map_or(a.default, String::as_str);
+                put(id.clone(), a.path, v.to_string());
             }
             for (l, lun) in &tpg.luns {
                 let id = ObjectId::Lun {
@@ -819,7 +905,11 @@ pub fn managed_attributes(s: &State) -> BTreeMap<ObjectId, BTreeMap<String, Stri
                 put(id.clone(), "authentication", authn);
                 if let Some(a) = &acl.auth {
                     put(id.clone(), "chap_userid", a.userid.clone());
-                    put(id, "chap_userid_mutual", a.userid_mutual.clone());
+                    put(id.clone(), "chap_userid_mutual", a.userid_mutual.clone());
+                }
+                for a in ACL_DEFAULTED {
+                    let v = acl.attributes.get(a.path).map_or(a.default, String::as_str);
+                    put(id.clone(), a.path, v.to_string());
                 }
                 for (m, ml) in &acl.mapped {
                     let id = ObjectId::MappedLun {

@@ -1,6 +1,7 @@
 //! Which file-system events concern the model, and when a burst of them is over.
 //! Pure logic (paths and instants in, decisions out): no I/O, unit-tested here.
 
+use std::collections::BTreeSet;
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -77,12 +78,48 @@ impl Filter {
 /// Trailing-edge debouncer: fires once `window` has passed without an event, or at
 /// the latest `max_delay` after the first event of a burst (so that a steady
 /// trickle of writes cannot postpone an apply for ever).
+///
+/// A burst is not over while a model file is still open for writing (modified, not yet
+/// closed): an in-place write (`>`, `cp`, a generator) is read only once complete, not
+/// after a pause of its writer longer than the window — at `--debounce 0`, the truncation
+/// alone would otherwise be applied as an empty file (tests/watch.rs,
+/// `a_shrink_by_20_luns_written_in_place_under_stress_is_applied_whole`). A writer that
+/// never closes (or a lost close event) holds the burst back at most `max_delay`.
 #[derive(Debug, Clone)]
 pub struct Debouncer {
     window: Duration,
     max_delay: Duration,
     first: Option<Instant>,
     last: Option<Instant>,
+    /// Model files modified and not closed since.
+    writing: BTreeSet<PathBuf>,
+}
+
+/// What an event says about a writer of the file it names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Writer {
+    /// Created or modified: a writer has it open (a created path counts only if it
+    /// is a regular file: symbolic links and directories are never "closed").
+    Opened,
+    /// Closed after writing, removed, or renamed away: no writer to wait for.
+    Closed,
+    /// Nothing about writers (metadata, a rename into place, ...).
+    Unchanged,
+}
+
+/// How `kind` changes the writers of its paths (the first path of a rename is the
+/// old name).
+pub fn writer(kind: &EventKind) -> Writer {
+    use notify::event::{CreateKind, ModifyKind};
+    match kind {
+        EventKind::Create(CreateKind::File) | EventKind::Modify(ModifyKind::Data(_)) => {
+            Writer::Opened
+        }
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) | EventKind::Remove(_) => {
+            Writer::Closed
+        }
+        _ => Writer::Unchanged,
+    }
 }
 
 impl Debouncer {
@@ -92,7 +129,24 @@ impl Debouncer {
             max_delay: (window * 10).max(Duration::from_secs(5)),
             first: None,
             last: None,
+            writing: BTreeSet::new(),
         }
+    }
+
+    /// A model file was created or modified: wait for its close.
+    pub fn writer_opened(&mut self, path: &Path) {
+        self.writing.insert(path.to_path_buf());
+    }
+
+    /// A model file was closed after writing, removed or renamed away (a removed
+    /// directory takes the files below it).
+    pub fn writer_closed(&mut self, path: &Path) {
+        self.writing.retain(|p| !p.starts_with(path));
+    }
+
+    /// Events were lost (an overflowed queue): the open writers are not known.
+    pub fn forget_writers(&mut self) {
+        self.writing.clear();
     }
 
     /// A relevant event happened at `now`.
@@ -104,6 +158,7 @@ impl Debouncer {
     /// When the pending burst is due, if one is pending.
     pub fn deadline(&self) -> Option<Instant> {
         match (self.first, self.last) {
+            (Some(f), _) if !self.writing.is_empty() => Some(f + self.max_delay),
             (Some(f), Some(l)) => Some((l + self.window).min(f + self.max_delay)),
             _ => None,
         }
@@ -235,6 +290,50 @@ mod tests {
             fired,
             Some(50),
             "fires 5 s (10 windows, at least 5 s) after the first event"
+        );
+    }
+
+    #[test]
+    fn a_file_open_for_writing_holds_the_burst_until_closed() {
+        use notify::event::{CreateKind, DataChange, ModifyKind, RemoveKind};
+        let w = Duration::from_millis(0);
+        let mut d = Debouncer::new(w);
+        let t0 = Instant::now();
+        let f = Path::new("/etc/isctl/t.toml");
+        // A truncating open, then a writer that pauses for a second.
+        assert_eq!(
+            writer(&EventKind::Modify(ModifyKind::Data(DataChange::Any))),
+            Writer::Opened
+        );
+        d.writer_opened(f);
+        d.event(t0);
+        assert!(!d.fire(t0 + Duration::from_secs(1)), "half-written");
+        assert_eq!(
+            writer(&EventKind::Access(AccessKind::Close(AccessMode::Write))),
+            Writer::Closed
+        );
+        d.writer_closed(f);
+        d.event(t0 + Duration::from_secs(1));
+        assert!(d.fire(t0 + Duration::from_secs(1)), "complete");
+        // A writer that never closes is waited for at most the maximum delay.
+        assert_eq!(writer(&EventKind::Create(CreateKind::File)), Writer::Opened);
+        d.writer_opened(f);
+        d.event(t0);
+        assert!(!d.fire(t0 + Duration::from_millis(4999)));
+        assert!(d.fire(t0 + Duration::from_secs(5)));
+        // Removing the directory forgets its files.
+        d.writer_closed(Path::new("/etc/isctl"));
+        assert_eq!(
+            writer(&EventKind::Remove(RemoveKind::Folder)),
+            Writer::Closed
+        );
+        d.event(t0);
+        assert!(d.fire(t0));
+        assert_eq!(
+            writer(&EventKind::Modify(ModifyKind::Metadata(
+                notify::event::MetadataKind::Any
+            ))),
+            Writer::Unchanged
         );
     }
 }

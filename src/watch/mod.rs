@@ -29,7 +29,9 @@ pub mod filter;
 pub mod state;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use nix::sys::signal::{SigSet, Signal};
@@ -42,7 +44,7 @@ use crate::backend::userspace::EngineError;
 use crate::model;
 use crate::plan::{render, DiffOptions, Plan};
 use crate::reconcile::{Host, ReconcileError, Reconciled};
-use filter::{Debouncer, Filter};
+use filter::{Debouncer, Filter, Writer};
 use state::{LastApply, Outcome};
 
 /// How the watcher runs.
@@ -122,9 +124,28 @@ struct FsWatch {
 }
 
 impl FsWatch {
-    fn new(root: &Path, tx: mpsc::Sender<Msg>) -> Result<FsWatch, WatchError> {
-        let watcher = notify::recommended_watcher(move |ev| {
+    /// `changes` counts the events that concern the model as they arrive (in the
+    /// watcher's thread, before the loop sees them): an attempt compares it before and
+    /// after reading the model to know that no writer touched the model meanwhile.
+    fn new(
+        root: &Path,
+        tx: mpsc::Sender<Msg>,
+        changes: Arc<AtomicU64>,
+    ) -> Result<FsWatch, WatchError> {
+        let filter = Filter::new(root);
+        let watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+            let concerns_model = match &ev {
+                Ok(ev) => {
+                    filter::is_change(&ev.kind) && ev.paths.iter().any(|p| filter.relevant(p))
+                }
+                Err(_) => true,
+            };
+            // Sent before it is counted: an attempt that misses it in the queue sees
+            // the count move (the other order could hide it from both).
             let _ = tx.send(Msg::Fs(ev));
+            if concerns_model {
+                changes.fetch_add(1, Ordering::SeqCst);
+            }
         })
         .map_err(|source| WatchError::Notify {
             path: root.to_path_buf(),
@@ -235,10 +256,20 @@ fn change_lines(plan: &Plan) -> Vec<String> {
         .collect()
 }
 
+/// Whether the model changed while an attempt read it.
+enum Torn {
+    Yes,
+    No,
+}
+
 /// The loop's memory between attempts.
 struct Runner<'a> {
     cfg: &'a Config,
     hosts: &'a mut dyn FnMut() -> Result<Host, String>,
+    /// Events concerning the model so far (`FsWatch::new`).
+    changes: Arc<AtomicU64>,
+    /// `changes` when the digest of the current attempt was taken.
+    events_at_digest: u64,
     /// Digest of the model at the last attempt.
     last_digest: Option<String>,
     /// The last attempt failed for a reason other than the model: retry at the next
@@ -260,12 +291,15 @@ impl Runner<'_> {
     /// goes again once the change has settled (through the debouncer, since the
     /// change may be the start of a burst).
     fn cycle(&mut self, trigger: &str, forced: bool) -> bool {
+        self.events_at_digest = self.changes.load(Ordering::SeqCst);
         let d = digest(&self.cfg.path);
         if !(forced || self.retry) && self.last_digest.as_deref() == Some(d.as_str()) {
             debug!(trigger, "the model is unchanged since the last attempt");
             return false;
         }
-        self.attempt(trigger, &d);
+        if !self.attempt(trigger, &d) {
+            return true;
+        }
         self.changed_since(&d)
     }
 
@@ -277,8 +311,10 @@ impl Runner<'_> {
         true
     }
 
-    /// One load, plan and apply, logged and recorded.
-    fn attempt(&mut self, trigger: &str, digest: &str) {
+    /// One load, plan and apply, logged and recorded. Returns false, having done and
+    /// recorded nothing, when the model changed while it was read (`Torn`): the caller
+    /// goes again once it settles.
+    fn attempt(&mut self, trigger: &str, digest: &str) -> bool {
         self.attempts += 1;
         self.last_digest = Some(digest.to_string());
         self.retry = false;
@@ -295,7 +331,11 @@ impl Runner<'_> {
             message: None,
             attempts: self.attempts,
         };
-        self.reconcile(&mut record);
+        if let Torn::Yes = self.reconcile(&mut record) {
+            self.attempts -= 1;
+            self.last_digest = None;
+            return false;
+        }
         if record.outcome == Outcome::Failed {
             self.retry = true;
         }
@@ -314,11 +354,25 @@ impl Runner<'_> {
                 .unwrap_or_default()
         );
         sd_notify(&[sd_notify::NotifyState::Status(&status)]);
+        true
     }
 
-    fn reconcile(&mut self, record: &mut LastApply) {
+    fn reconcile(&mut self, record: &mut LastApply) -> Torn {
         let path = self.cfg.path.clone();
-        let loaded = match model::load(&path) {
+        let loaded = model::load(&path);
+        // `model::load` reads file after file: if the model changed since its digest was
+        // taken, what it read may mix two versions (half a checkout), and the record
+        // would name a digest that was not applied. Apply nothing; the change that
+        // happened is seen (event or digest) and applied once it settles.
+        // A writer that truncated a file just before the digest and has not written
+        // it yet leaves both digests equal: its event, counted meanwhile, tells.
+        if digest(&path) != record.digest
+            || self.changes.load(Ordering::SeqCst) != self.events_at_digest
+        {
+            info!("the model changed while it was read: going again when it settles");
+            return Torn::Yes;
+        }
+        let loaded = match loaded {
             Ok(l) => l,
             Err(e) => {
                 for d in e.errors() {
@@ -326,7 +380,7 @@ impl Runner<'_> {
                 }
                 record.outcome = Outcome::InvalidModel;
                 record.message = Some(e.to_string());
-                return;
+                return Torn::No;
             }
         };
         for w in &loaded.warnings {
@@ -337,7 +391,7 @@ impl Runner<'_> {
             Err(e) => {
                 error!("cannot reach the backend (retried at the next check): {e}");
                 record.message = Some(e);
-                return;
+                return Torn::No;
             }
         };
         let opts = ApplyOptions {
@@ -420,6 +474,7 @@ impl Runner<'_> {
                 record.message = Some(text);
             }
         }
+        Torn::No
     }
 
     /// Re-plan against the live state; log what differs; repair it if asked.
@@ -459,9 +514,36 @@ impl Runner<'_> {
         if !self.cfg.repair {
             return false;
         }
+        self.events_at_digest = self.changes.load(Ordering::SeqCst);
         let d = digest(&path);
-        self.attempt("repair", &d);
+        if !self.attempt("repair", &d) {
+            return true;
+        }
         self.changed_since(&d)
+    }
+}
+
+/// Keep the debouncer's set of model files open for writing (`filter::Writer`): a
+/// burst is applied only once every writer closed its file.
+fn track_writers(debouncer: &mut Debouncer, kind: &notify::EventKind, paths: &[&PathBuf]) {
+    use notify::event::{ModifyKind, RenameMode};
+    if let notify::EventKind::Modify(ModifyKind::Name(RenameMode::From | RenameMode::Both)) = kind {
+        // Renamed away (an editor's save moves the old file aside): its writer is moot.
+        if let Some(old) = paths.first() {
+            debouncer.writer_closed(old);
+        }
+        return;
+    }
+    for p in paths {
+        match filter::writer(kind) {
+            // Only a regular file is ever closed after writing (a new symbolic link or
+            // directory would hold the burst back for nothing).
+            Writer::Opened if std::fs::symlink_metadata(p).is_ok_and(|m| m.is_file()) => {
+                debouncer.writer_opened(p)
+            }
+            Writer::Closed => debouncer.writer_closed(p),
+            _ => {}
+        }
     }
 }
 
@@ -479,7 +561,8 @@ pub fn run(
     // Before any other thread starts, so that every thread blocks them.
     signals(tx.clone())?;
     let filter = Filter::new(&root);
-    let mut fs = FsWatch::new(&root, tx)?;
+    let changes = Arc::new(AtomicU64::new(0));
+    let mut fs = FsWatch::new(&root, tx, changes.clone())?;
     let cfg = &Config {
         path: root.clone(),
         ..cfg.clone()
@@ -487,6 +570,8 @@ pub fn run(
     let mut runner = Runner {
         cfg,
         hosts,
+        changes,
+        events_at_digest: 0,
         last_digest: None,
         retry: false,
         attempts: 0,
@@ -512,37 +597,53 @@ pub fn run(
         if let Some(d) = debouncer.deadline() {
             wake = wake.min(d);
         }
-        match rx.recv_timeout(wake.saturating_duration_since(now)) {
-            Ok(Msg::Fs(Ok(ev))) if filter::is_change(&ev.kind) => {
-                let relevant: Vec<_> = ev.paths.iter().filter(|p| filter.relevant(p)).collect();
-                if !relevant.is_empty() {
-                    debug!(kind = ?ev.kind, paths = ?relevant, "model event");
-                    if relevant.iter().any(|p| filter.is_root(p)) {
-                        fs.refresh();
+        let first = match rx.recv_timeout(wake.saturating_duration_since(now)) {
+            Ok(msg) => Some(msg),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        // Take everything already queued too: whether a burst is over is judged on all
+        // the events that happened, not only on those read so far (a backlog of other
+        // events must not hide the truncation of a file whose writer has it open).
+        let (mut hup, mut stop) = (false, None);
+        for msg in first
+            .into_iter()
+            .chain(std::iter::from_fn(|| rx.try_recv().ok()))
+        {
+            match msg {
+                Msg::Fs(Ok(ev)) if filter::is_change(&ev.kind) => {
+                    let relevant: Vec<_> = ev.paths.iter().filter(|p| filter.relevant(p)).collect();
+                    if !relevant.is_empty() {
+                        debug!(kind = ?ev.kind, paths = ?relevant, "model event");
+                        track_writers(&mut debouncer, &ev.kind, &relevant);
+                        if relevant.iter().any(|p| filter.is_root(p)) {
+                            fs.refresh();
+                        }
+                        debouncer.event(Instant::now());
                     }
+                }
+                Msg::Fs(Ok(_)) => {}
+                Msg::Fs(Err(e)) => {
+                    // An overflowed queue or a lost watch: look again after the burst.
+                    warn!("file-system watch: {e}");
+                    fs.refresh();
+                    debouncer.forget_writers();
                     debouncer.event(Instant::now());
                 }
+                Msg::Hup => hup = true,
+                Msg::Stop(sig) => stop = Some(sig),
             }
-            Ok(Msg::Fs(Ok(_))) => {}
-            Ok(Msg::Fs(Err(e))) => {
-                // An overflowed queue or a lost watch: look again after the burst.
-                warn!("file-system watch: {e}");
-                fs.refresh();
+        }
+        if let Some(sig) = stop {
+            info!("{sig}: stopping");
+            break;
+        }
+        if hup {
+            info!("SIGHUP: applying the model now");
+            fs.refresh();
+            if runner.cycle("sighup", true) {
                 debouncer.event(Instant::now());
             }
-            Ok(Msg::Hup) => {
-                info!("SIGHUP: applying the model now");
-                fs.refresh();
-                if runner.cycle("sighup", true) {
-                    debouncer.event(Instant::now());
-                }
-            }
-            Ok(Msg::Stop(sig)) => {
-                info!("{sig}: stopping");
-                break;
-            }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => break,
         }
         let now = Instant::now();
         if debouncer.fire(now) {

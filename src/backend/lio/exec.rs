@@ -219,6 +219,7 @@ pub fn expand(p: &Paths, op: &Op) -> Vec<Syscall> {
                     tpg_dir(p, tpg).join("param").join("TargetAlias"),
                     a.as_str(),
                 ),
+                TpgSetting::Attribute(path, v) => w(tpg_dir(p, tpg).join(path), v.as_str()),
             }]
         }
         Op::EnableTpg { tpg } => vec![w(tpg_dir(p, tpg).join("enable"), "1")],
@@ -246,6 +247,9 @@ pub fn expand(p: &Paths, op: &Op) -> Vec<Syscall> {
                 Some(false) => "0",
             },
         )],
+        Op::SetAclAttribute {
+            acl, path, value, ..
+        } => vec![w(acl_dir(p, acl).join(path), value.as_str())],
         Op::CreateMappedLun { mapped } => vec![Mkdir(mapped_lun_dir(p, mapped))],
         Op::DeleteMappedLun { mapped } => vec![Rmdir(mapped_lun_dir(p, mapped))],
         Op::MapLun {

@@ -14,8 +14,9 @@ use std::path::{Path, PathBuf};
 use crate::model::Secret;
 use crate::state::{
     parse_portal_dir, Acl, Backstore, BackstoreKind, BackstoreRef, ChapCreds, Connection,
-    DiscoveryAuth, Foreign, Lun, MappedLun, ObjectId, Observed, Portal, Session, State, Target,
-    Tpg, DEFAULT_COMPANY_ID, POLICY_ATTRIBUTES, RAMDISK_PAGE,
+    DefaultedAttribute, DiscoveryAuth, Foreign, Lun, MappedLun, ObjectId, Observed, Portal,
+    Session, State, Target, Tpg, ACL_DEFAULTED, DEFAULT_COMPANY_ID, POLICY_ATTRIBUTES,
+    RAMDISK_PAGE, TPG_DEFAULTED,
 };
 
 use super::super::{BackendError, ObserveScope};
@@ -393,6 +394,7 @@ impl<'a> Observer<'a> {
             portals: BTreeMap::new(),
             luns: BTreeMap::new(),
             acls: BTreeMap::new(),
+            attributes: self.defaulted(&p.tpg(iqn, tag), TPG_DEFAULTED),
             extra: BTreeMap::new(),
             origin: None,
         };
@@ -462,6 +464,27 @@ impl<'a> Observer<'a> {
             self.tpg_extras(iqn, tag, &mut tpg)?;
         }
         Ok(tpg)
+    }
+
+    /// The defaulted attributes (`state::TPG_DEFAULTED`, `ACL_DEFAULTED`) of the TPG or
+    /// ACL at `dir` whose value is not the default. Read in every scope: they are
+    /// compared by the plan (docs/reconcile.md, "Drift"). A file the kernel lacks (an
+    /// older kernel without `login_keys_workaround`) is no drift.
+    fn defaulted(
+        &self,
+        dir: &std::path::Path,
+        table: &[DefaultedAttribute],
+    ) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        for a in table {
+            if let Some(v) = self.read_opt(&dir.join(a.path)) {
+                let v = strip_nl(&v);
+                if v != a.default {
+                    out.insert(a.path.to_string(), v.to_string());
+                }
+            }
+        }
+        out
     }
 
     fn tpg_extras(&self, iqn: &str, tag: u16, tpg: &mut Tpg) -> Result<(), BackendError> {
@@ -586,6 +609,7 @@ impl<'a> Observer<'a> {
                 _ => None,
             },
             mapped: BTreeMap::new(),
+            attributes: self.defaulted(&p.acl(iqn, tag, init), ACL_DEFAULTED),
             extra: BTreeMap::new(),
             origin: None,
         };
@@ -648,14 +672,6 @@ impl<'a> Observer<'a> {
             if let (Some(d), Some(t)) = (depth, tdepth) {
                 if d.trim() != t.trim() {
                     acl.extra.insert("cmdsn_depth".into(), d.trim().to_string());
-                }
-            }
-            for (a, def) in ACL_ATTRIB_DEFAULTS {
-                if let Some(v) = self.read_opt(&p.acl_attrib(iqn, tag, init, a)) {
-                    if v.trim() != *def {
-                        acl.extra
-                            .insert(format!("attrib/{a}"), v.trim().to_string());
-                    }
                 }
             }
         }
@@ -818,54 +834,23 @@ pub const SO_ATTRIB_DEFAULTS: &[(&str, &str)] = &[
     ("unmap_zeroes_data", "0"),
 ];
 
-/// TPG attributes compared for `export` (§3.3); managed ones are not listed.
+/// TPG attributes compared for `export` only (§3.3); managed ones and those under the
+/// drift rule (`state::TPG_DEFAULTED`, observed into `Tpg::attributes`) are not listed.
 pub const TPG_ATTRIB_DEFAULTS: &[(&str, &str)] = &[
     ("default_cmdsn_depth", "64"),
-    ("default_erl", "0"),
-    ("demo_mode_discovery", "1"),
     ("fabric_prot_type", "0"),
-    ("login_keys_workaround", "1"),
-    ("login_timeout", "15"),
-    ("netif_timeout", "2"),
     ("prod_mode_write_protect", "0"),
     ("t10_pi", "0"),
     ("tpg_enabled_sendtargets", "1"),
 ];
 
-/// TPG parameters compared for `export` (§3.4); `TargetAlias` is managed and
-/// `AuthMethod` follows `authentication`.
+/// TPG parameters compared for `export` only (§3.4); `TargetAlias` is managed,
+/// `AuthMethod` follows `authentication`, the rest are under the drift rule.
 pub const TPG_PARAM_DEFAULTS: &[(&str, &str)] = &[
-    ("DataDigest", "CRC32C,None"),
-    ("DataPDUInOrder", "Yes"),
-    ("DataSequenceInOrder", "Yes"),
-    ("DefaultTime2Retain", "20"),
-    ("DefaultTime2Wait", "2"),
-    ("ErrorRecoveryLevel", "0"),
-    ("FirstBurstLength", "65536"),
-    ("HeaderDigest", "CRC32C,None"),
     ("IFMarkInt", "Reject"),
     ("IFMarker", "No"),
-    ("ImmediateData", "Yes"),
-    ("InitialR2T", "Yes"),
-    ("MaxBurstLength", "262144"),
-    ("MaxConnections", "1"),
-    ("MaxOutstandingR2T", "1"),
-    ("MaxRecvDataSegmentLength", "8192"),
-    ("MaxXmitDataSegmentLength", "262144"),
     ("OFMarkInt", "Reject"),
     ("OFMarker", "No"),
-];
-
-/// ACL attributes compared for `export` (§3.6); `authentication` is managed.
-pub const ACL_ATTRIB_DEFAULTS: &[(&str, &str)] = &[
-    ("dataout_timeout", "3"),
-    ("dataout_timeout_retries", "5"),
-    ("default_erl", "0"),
-    ("nopin_response_timeout", "30"),
-    ("nopin_timeout", "15"),
-    ("random_datain_pdu_offsets", "0"),
-    ("random_datain_seq_offsets", "0"),
-    ("random_r2t_offsets", "0"),
 ];
 
 #[cfg(test)]

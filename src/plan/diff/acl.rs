@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::plan::op::{AclAddr, AuthScope, MappedLunAddr, Op, TpgAddr, LINK_NAME};
 use crate::plan::Action;
-use crate::state::{Acl, BackstoreKind, ChapCreds, MappedLun, Tpg};
+use crate::state::{Acl, BackstoreKind, ChapCreds, MappedLun, Tpg, ACL_DEFAULTED};
 
 use super::{attr, yes_no, Differ, LunPlan};
 
@@ -175,6 +175,7 @@ impl Differ<'_> {
                         auth: Some(ChapCreds::default()),
                         authentication: None,
                         mapped: BTreeMap::new(),
+                        attributes: BTreeMap::new(),
                         extra: BTreeMap::new(),
                         origin: None,
                     };
@@ -237,6 +238,23 @@ impl Differ<'_> {
                 Some(oa.auth.as_ref().unwrap_or(&empty))
             };
             self.auth_diff(scope, want, have, &mut ops, &mut attrs);
+        }
+        // Defaulted attributes: the desired value (the kernel default unless the desired
+        // state names one); anything else on the live ACL is drift, written back in place
+        // (docs/reconcile.md, "Drift"). A new ACL starts at the defaults.
+        for a in ACL_DEFAULTED {
+            let want = da.attributes.get(a.path).map_or(a.default, String::as_str);
+            let have = oa.attributes.get(a.path).map_or(a.default, String::as_str);
+            if want == have {
+                continue;
+            }
+            attrs.push(attr(a.path, Some(have.to_string()), Some(want.to_string())));
+            ops.push(Op::SetAclAttribute {
+                acl: acl.clone(),
+                path: a.path,
+                value: want.to_string(),
+                old: if new { None } else { Some(have.to_string()) },
+            });
         }
         if new {
             self.change(Action::Create, acl.object(), attrs, None);

@@ -65,6 +65,7 @@ fn desired() -> State {
                 },
             )]
             .into(),
+            attributes: BTreeMap::new(),
             extra: BTreeMap::new(),
             origin: None,
         },
@@ -330,6 +331,89 @@ fn an_unnamed_policy_attribute_set_by_hand_is_written_back_to_its_default() {
     assert!(c.attributes.iter().any(|a| a.name == "attrib/emulate_tpu"
         && a.old.as_deref() == Some("1")
         && a.new.as_deref() == Some("0")));
+}
+
+/// The drift rule for TPGs and ACLs: a defaulted attribute or parameter changed by hand
+/// is one in-place write back to the kernel default, each undone by its inverse, and
+/// nothing else moves (no session is cut: the TPG stays enabled, the ACL stays).
+#[test]
+fn tpg_and_acl_attributes_set_by_hand_are_written_back_in_place() {
+    let mut o = applied();
+    let tpg = o.targets.get_mut(T).unwrap().tpgs.get_mut(&1).unwrap();
+    tpg.attributes
+        .insert("attrib/login_timeout".into(), "30".into());
+    tpg.attributes
+        .insert("param/MaxConnections".into(), "4".into());
+    tpg.acls
+        .get_mut(I)
+        .unwrap()
+        .attributes
+        .insert("attrib/nopin_timeout".into(), "5".into());
+    let p = plan(&desired(), &o, &BTreeSet::new(), DiffOptions::default());
+    assert!(!p.is_refused(), "{:?}", p.refusals);
+    let writes: Vec<String> = p.ops.iter().map(|o| o.op.to_string()).collect();
+    assert_eq!(
+        writes,
+        [
+            format!("set target {T:?} tpg 1 attrib/login_timeout = 15"),
+            format!("set target {T:?} tpg 1 param/MaxConnections = 1"),
+            format!("set target {T:?} tpg 1 acl {I:?} attrib/nopin_timeout = 15"),
+        ]
+    );
+    let undo: Vec<String> = p
+        .ops
+        .iter()
+        .flat_map(|o| o.op.inverse())
+        .map(|o| o.to_string())
+        .collect();
+    assert_eq!(
+        undo,
+        [
+            format!("set target {T:?} tpg 1 attrib/login_timeout = 30"),
+            format!("set target {T:?} tpg 1 param/MaxConnections = 4"),
+            format!("set target {T:?} tpg 1 acl {I:?} attrib/nopin_timeout = 5"),
+        ],
+        "rollback restores the hand-set values"
+    );
+    assert_eq!(p.summary().change, 2, "the TPG and the ACL");
+    let tpg_change = p
+        .changes
+        .iter()
+        .find(|c| matches!(c.object, ObjectId::Tpg { .. }))
+        .unwrap();
+    assert!(tpg_change
+        .attributes
+        .iter()
+        .any(|a| a.name == "attrib/login_timeout"
+            && a.old.as_deref() == Some("30")
+            && a.new.as_deref() == Some("15")));
+    let acl_change = p
+        .changes
+        .iter()
+        .find(|c| matches!(c.object, ObjectId::Acl { .. }))
+        .unwrap();
+    assert!(acl_change
+        .attributes
+        .iter()
+        .any(|a| a.name == "attrib/nopin_timeout" && a.new.as_deref() == Some("15")));
+}
+
+/// What stays out of the rule is no drift: a value observed only into `extra` (for
+/// export), such as a hand-set `default_cmdsn_depth`, plans nothing.
+#[test]
+fn attributes_outside_the_rule_are_not_drift() {
+    let mut o = applied();
+    let tpg = o.targets.get_mut(T).unwrap().tpgs.get_mut(&1).unwrap();
+    tpg.extra
+        .insert("attrib/default_cmdsn_depth".into(), "16".into());
+    tpg.acls
+        .get_mut(I)
+        .unwrap()
+        .extra
+        .insert("cmdsn_depth".into(), "16".into());
+    let p = plan(&desired(), &o, &BTreeSet::new(), DiffOptions::default());
+    assert!(p.ops.is_empty(), "{:?}", names(&p));
+    assert!(p.changes.is_empty());
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 
 use crate::plan::op::{AuthScope, Op, TpgAddr, TpgSetting};
 use crate::plan::{Action, AttrChange};
-use crate::state::{portal_dir_name, ChapCreds, Tpg};
+use crate::state::{portal_dir_name, ChapCreds, Tpg, TPG_DEFAULTED};
 
 use super::{attr, yes_no, Differ};
 
@@ -102,6 +102,22 @@ impl Differ<'_> {
                 Some(o.auth.as_ref().unwrap_or(&empty))
             };
             self.auth_diff(scope, want, have, &mut build_ops, &mut attrs);
+        }
+        // Defaulted attributes and parameters: the desired value (the kernel default
+        // unless the desired state names one); anything else on the live TPG is drift,
+        // written back in place (docs/reconcile.md, "Drift"). A new TPG starts at the
+        // defaults (`Tpg::fresh`).
+        for a in TPG_DEFAULTED {
+            let want = d.attributes.get(a.path).map_or(a.default, String::as_str);
+            let have = o.attributes.get(a.path).map_or(a.default, String::as_str);
+            if want != have {
+                set(
+                    TpgSetting::Attribute(a.path, want.to_string()),
+                    TpgSetting::Attribute(a.path, have.to_string()),
+                    &mut build_ops,
+                    &mut attrs,
+                );
+            }
         }
         if new {
             // Show the whole object on creation, not only what differs from defaults.
