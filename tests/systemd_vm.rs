@@ -4,9 +4,9 @@
 //!
 //! One VM boot for the whole story, in the order an administrator lives it: install isctl
 //! and the units as README.md says, enable `isctl.service` + `isctl.path`, reboot (the
-//! boot-time apply); edit the model (the path unit re-applies); switch to
-//! `isctl-watch.service` and change the model every way a checkout does (an edit, git's
-//! unlink + create, a file in a new subdirectory); `systemctl reload` (re-applies at once,
+//! boot-time apply); edit the model, then replace it as git does (the path unit re-applies
+//! each time); switch to `isctl-watch.service` and change the model every way a checkout
+//! does (an edit, git's unlink + create, a file in a new subdirectory); `systemctl reload` (re-applies at once,
 //! repairing a hand-made change); `systemctl stop` (exit 0, inactive, not failed).
 //! Each step is proven by configfs (what the kernel holds), by `systemctl show` (what
 //! systemd thinks of the unit) and by the journal (what isctl said).
@@ -176,17 +176,28 @@ fn systemd_units_apply_at_boot_and_reapply_on_change() {
     );
 
     // isctl.path: an editor's in-place write of a file in /etc/isctl re-applies through
-    // isctl-apply.service, and so does the next one (the service can start again).
+    // isctl-apply.service, and so does the next change, git's unlink + create (the
+    // service can start again; PathChanged= sees the directory's create).
     let mut path_runs = Vec::new();
-    for (n, name) in ["edit1", "edit2"].iter().enumerate() {
+    let path_changes: [(&str, &str); 2] = [
+        ("an in-place edit", "edit1"),
+        ("git's unlink + create", "edit2"),
+    ];
+    for (what, name) in path_changes {
         let model = format!("{}\n{}", target("boot", "Boot"), target(name, "Edited"));
+        let write = format!("cat > /etc/isctl/boot.toml <<'EOF'\n{model}EOF");
+        let script = if name == "edit1" {
+            write
+        } else {
+            format!("rm /etc/isctl/boot.toml && {write}")
+        };
         let t = Instant::now();
-        vm.sh(&format!("cat > /etc/isctl/boot.toml <<'EOF'\n{model}EOF"));
+        vm.sh(&script);
         wait_until(
             &mut vm,
             &has_target(name),
             Duration::from_secs(60),
-            &format!("isctl.path: edit {}", n + 1),
+            &format!("isctl.path: {what}"),
             "isctl-apply.service",
         );
         path_runs.push(t.elapsed());
