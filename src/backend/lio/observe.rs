@@ -549,7 +549,6 @@ impl<'a> Observer<'a> {
         };
         let num = |key: &str| param(key).and_then(|v| v.parse::<u32>().ok());
         let yes = |key: &str| param(key).map(|v| v.eq_ignore_ascii_case("yes") || v == "1");
-        let digest = |key: &str| param(key).map(|v| v.eq_ignore_ascii_case("CRC32C"));
         if let (Some(mc), Some(r2t), Some(imm), Some(mbl), Some(fbl)) = (
             num("MaxConnections"),
             yes("InitialR2T"),
@@ -578,16 +577,11 @@ impl<'a> Observer<'a> {
             (true, false) => "chap",
             (true, true) => "mutual_chap",
         };
-        let (hd, dd, mrdsl) = (
-            digest("HeaderDigest"),
-            digest("DataDigest"),
-            num("MaxRecvDataSegmentLength"),
-        );
+        // The digests and MaxRecvDataSegmentLength stay unknown: the ACL's param/ holds
+        // only the session-wide keys above (the kernel's ISCSI_NACL_PARAM list), and LIO
+        // shows a connection's own negotiated keys nowhere in configfs (docs/monitoring.md).
         for c in &mut s.connections {
             c.authentication = Some(authentication.into());
-            c.header_digest = hd;
-            c.data_digest = dd;
-            c.max_recv_data_segment_length = mrdsl;
         }
     }
 
