@@ -6,8 +6,9 @@
 //! and the units as README.md says, enable `isctl.service` + `isctl.path`, reboot (the
 //! boot-time apply); edit the model, then replace it as git does (the path unit re-applies
 //! each time); switch to `isctl-watch.service` and change the model every way a checkout
-//! does (an edit, git's unlink + create, a file in a new subdirectory); `systemctl reload` (re-applies at once,
-//! repairing a hand-made change); `systemctl stop` (exit 0, inactive, not failed).
+//! does (an edit, git's unlink + create, a file in a new subdirectory); `systemctl
+//! reload` (re-applies at once, repairing a hand-made change); `systemctl stop` (exit 0,
+//! inactive, not failed).
 //! Each step is proven by configfs (what the kernel holds), by `systemctl show` (what
 //! systemd thinks of the unit) and by the journal (what isctl said).
 //!

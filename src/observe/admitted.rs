@@ -36,6 +36,16 @@ impl ModelView {
         Ok(ModelView { model, desired })
     }
 
+    /// [`ModelView::new`] for the model loaded from `path`, its refusal naming `path`.
+    pub fn of(model: Model, path: &Path) -> anyhow::Result<ModelView> {
+        ModelView::new(model).with_context(|| {
+            format!(
+                "the model {} cannot be mapped onto LIO, so sessions cannot be named from it",
+                path.display()
+            )
+        })
+    }
+
     /// Fill `target_portal_group`, `igroups` and `initiator.comment` of each session
     /// whose target and TPG tag the model has. Sessions of targets or tags the model
     /// does not know are left as they are (the model may not be the one applied).
@@ -98,12 +108,7 @@ pub fn load_view(path: &Path) -> anyhow::Result<ModelView> {
     for w in &loaded.warnings {
         tracing::warn!("{w}");
     }
-    ModelView::new(loaded.model).with_context(|| {
-        format!(
-            "the model {} cannot be mapped onto LIO, so sessions cannot be named from it",
-            path.display()
-        )
-    })
+    ModelView::of(loaded.model, path)
 }
 
 /// A [`Source`] whose LIO sessions are completed from a model.

@@ -205,6 +205,16 @@ const fn defaulted(path: &'static str, default: &'static str) -> DefaultedAttrib
     DefaultedAttribute { path, default }
 }
 
+impl DefaultedAttribute {
+    /// Its value in a TPG's or ACL's `attributes` map, which lists only the values that
+    /// are not the default.
+    pub fn value_in<'m>(&self, attributes: &'m BTreeMap<String, String>) -> &'m str {
+        attributes
+            .get(self.path)
+            .map_or(self.default, String::as_str)
+    }
+}
+
 /// TPG attributes and parameters under the drift rule (`TA_*` defaults in
 /// `iscsi_target_core.h`, `INITIAL_*` in `iscsi_target_parameters.h`). Left out on
 /// purpose (docs/reconcile.md, "Drift"): what isctl writes from the model
@@ -252,14 +262,6 @@ pub const ACL_DEFAULTED: &[DefaultedAttribute] = &[
     defaulted("attrib/random_datain_seq_offsets", "0"),
     defaulted("attrib/random_r2t_offsets", "0"),
 ];
-
-/// The defaulted attribute at `path` in `table` ([`TPG_DEFAULTED`] or [`ACL_DEFAULTED`]).
-pub fn defaulted_attribute(
-    table: &'static [DefaultedAttribute],
-    path: &str,
-) -> Option<&'static DefaultedAttribute> {
-    table.iter().find(|a| a.path == path)
-}
 
 /// What a backstore stores its blocks in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -876,8 +878,7 @@ pub fn managed_attributes(s: &State) -> BTreeMap<ObjectId, BTreeMap<String, Stri
                 put(id.clone(), "chap_userid_mutual", a.userid_mutual.clone());
             }
             for a in TPG_DEFAULTED {
-                let v = tpg.attributes.get(a.path).map_or(a.default, String::as_str);
-                put(id.clone(), a.path, v.to_string());
+                put(id.clone(), a.path, a.value_in(&tpg.attributes).to_string());
             }
             for (l, lun) in &tpg.luns {
                 let id = ObjectId::Lun {
@@ -908,8 +909,7 @@ pub fn managed_attributes(s: &State) -> BTreeMap<ObjectId, BTreeMap<String, Stri
                     put(id.clone(), "chap_userid_mutual", a.userid_mutual.clone());
                 }
                 for a in ACL_DEFAULTED {
-                    let v = acl.attributes.get(a.path).map_or(a.default, String::as_str);
-                    put(id.clone(), a.path, v.to_string());
+                    put(id.clone(), a.path, a.value_in(&acl.attributes).to_string());
                 }
                 for (m, ml) in &acl.mapped {
                     let id = ObjectId::MappedLun {

@@ -68,6 +68,15 @@ impl Filter {
         }
     }
 
+    /// The paths of `event` that concern the model, if the event changes anything
+    /// (empty otherwise): what the loop debounces, and what the watcher's thread counts.
+    pub fn model_paths<'e>(&self, event: &'e notify::Event) -> Vec<&'e PathBuf> {
+        if !is_change(&event.kind) {
+            return Vec::new();
+        }
+        event.paths.iter().filter(|p| self.relevant(p)).collect()
+    }
+
     /// True when `path` names the model itself (the parent's entry for it): the
     /// watches below it may have to follow a new target.
     pub fn is_root(&self, path: &Path) -> bool {

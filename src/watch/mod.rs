@@ -135,9 +135,7 @@ impl FsWatch {
         let filter = Filter::new(root);
         let watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
             let concerns_model = match &ev {
-                Ok(ev) => {
-                    filter::is_change(&ev.kind) && ev.paths.iter().any(|p| filter.relevant(p))
-                }
+                Ok(ev) => !filter.model_paths(ev).is_empty(),
                 Err(_) => true,
             };
             // Sent before it is counted: an attempt that misses it in the queue sees
@@ -534,8 +532,9 @@ fn track_writers(debouncer: &mut Debouncer, kind: &notify::EventKind, paths: &[&
         }
         return;
     }
+    let writer = filter::writer(kind);
     for p in paths {
-        match filter::writer(kind) {
+        match writer {
             // Only a regular file is ever closed after writing (a new symbolic link or
             // directory would hold the burst back for nothing).
             Writer::Opened if std::fs::symlink_metadata(p).is_ok_and(|m| m.is_file()) => {
@@ -611,8 +610,8 @@ pub fn run(
             .chain(std::iter::from_fn(|| rx.try_recv().ok()))
         {
             match msg {
-                Msg::Fs(Ok(ev)) if filter::is_change(&ev.kind) => {
-                    let relevant: Vec<_> = ev.paths.iter().filter(|p| filter.relevant(p)).collect();
+                Msg::Fs(Ok(ev)) => {
+                    let relevant = filter.model_paths(&ev);
                     if !relevant.is_empty() {
                         debug!(kind = ?ev.kind, paths = ?relevant, "model event");
                         track_writers(&mut debouncer, &ev.kind, &relevant);
@@ -622,7 +621,6 @@ pub fn run(
                         debouncer.event(Instant::now());
                     }
                 }
-                Msg::Fs(Ok(_)) => {}
                 Msg::Fs(Err(e)) => {
                     // An overflowed queue or a lost watch: look again after the burst.
                     warn!("file-system watch: {e}");

@@ -470,11 +470,7 @@ impl<'a> Observer<'a> {
     /// ACL at `dir` whose value is not the default. Read in every scope: they are
     /// compared by the plan (docs/reconcile.md, "Drift"). A file the kernel lacks (an
     /// older kernel without `login_keys_workaround`) is no drift.
-    fn defaulted(
-        &self,
-        dir: &std::path::Path,
-        table: &[DefaultedAttribute],
-    ) -> BTreeMap<String, String> {
+    fn defaulted(&self, dir: &Path, table: &[DefaultedAttribute]) -> BTreeMap<String, String> {
         let mut out = BTreeMap::new();
         for a in table {
             if let Some(v) = self.read_opt(&dir.join(a.path)) {

@@ -15,8 +15,6 @@
 use std::io::Write;
 use std::path::Path;
 
-use anyhow::Context;
-
 use crate::cli::args::SessionsArgs;
 use crate::cli::exit;
 use crate::cli::resolve::Resolved;
@@ -46,15 +44,7 @@ pub(crate) fn source_with_model(
         return Ok(inner);
     }
     let from = match model {
-        Some(path) => {
-            let view = ModelView::new(r.load_model(path)?).with_context(|| {
-                format!(
-                    "the model {} cannot be mapped onto LIO, so sessions cannot be named from it",
-                    path.display()
-                )
-            })?;
-            ModelFrom::Given(Box::new(view))
-        }
+        Some(path) => ModelFrom::Given(Box::new(ModelView::of(r.load_model(path)?, path)?)),
         None => ModelFrom::Watched {
             state_dir: r.state_dir.clone(),
         },

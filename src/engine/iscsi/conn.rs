@@ -21,8 +21,9 @@
 //! its command (the response goes out from the worker) and to start the jobs the task
 //! set releases. Responses of the reading thread (R2Ts, NOP-Ins, responses of commands
 //! it ran) are framed into a buffer written when no more input is waiting; a worker
-//! writes its response at once. Before the connection ends, the commands it read finish and their responses
-//! go out (shutdown depends on it: nothing acknowledged is lost).
+//! writes its response at once. Before the connection ends, the commands it read
+//! finish and their responses go out (shutdown depends on it: nothing acknowledged is
+//! lost).
 
 use std::io::{self, BufRead, BufReader, ErrorKind};
 use std::net::{Shutdown, SocketAddr, TcpStream};

@@ -337,7 +337,6 @@ pub fn open_extent(extent: &Extent) -> Result<Arc<LogicalUnit>, LuError> {
     Ok(Arc::new(LogicalUnit::new(identity, kind, store)))
 }
 
-/// `0x` + 16 or 32 hex digits → 8 or 16 bytes.
 /// A file or device LU without write-back caching makes every write durable: those
 /// writes share their syncs.
 fn write_through(store: FileStore, write_back: bool) -> FileStore {
@@ -348,6 +347,7 @@ fn write_through(store: FileStore, write_back: bool) -> FileStore {
     }
 }
 
+/// `0x` + 16 or 32 hex digits → 8 or 16 bytes.
 fn parse_naa(text: &str) -> Option<Vec<u8>> {
     let hex = text
         .strip_prefix("0x")

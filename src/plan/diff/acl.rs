@@ -243,8 +243,7 @@ impl Differ<'_> {
         // state names one); anything else on the live ACL is drift, written back in place
         // (docs/reconcile.md, "Drift"). A new ACL starts at the defaults.
         for a in ACL_DEFAULTED {
-            let want = da.attributes.get(a.path).map_or(a.default, String::as_str);
-            let have = oa.attributes.get(a.path).map_or(a.default, String::as_str);
+            let (want, have) = (a.value_in(&da.attributes), a.value_in(&oa.attributes));
             if want == have {
                 continue;
             }

@@ -108,8 +108,7 @@ impl Differ<'_> {
         // written back in place (docs/reconcile.md, "Drift"). A new TPG starts at the
         // defaults (`Tpg::fresh`).
         for a in TPG_DEFAULTED {
-            let want = d.attributes.get(a.path).map_or(a.default, String::as_str);
-            let have = o.attributes.get(a.path).map_or(a.default, String::as_str);
+            let (want, have) = (a.value_in(&d.attributes), a.value_in(&o.attributes));
             if want != have {
                 set(
                     TpgSetting::Attribute(a.path, want.to_string()),
