@@ -18,14 +18,16 @@
 //! more input waiting, run on the reading thread itself, where a hand-off costs more
 //! than it gains. The core and the socket's write side sit behind one mutex
 //! ([`ConnShared`]): the reading thread takes it per PDU, a worker takes it to complete
-//! its command (the response goes out from the worker) and to start the jobs the task
-//! set releases. Responses of the reading thread (R2Ts, NOP-Ins, responses of commands
-//! it ran) are framed into a buffer written when no more input is waiting; a worker
-//! writes its response at once. Before the connection ends, the commands it read
-//! finish and their responses go out (shutdown depends on it: nothing acknowledged is
-//! lost).
+//! its command and to start the jobs the task set releases. Responses are framed into
+//! one buffer: the reading thread writes it when no more input is waiting, a worker as
+//! soon as its command completes; the write itself happens with the mutex released
+//! ([`ConnShared::flush`]), one thread at a time, and responses completed meanwhile go
+//! out with the writer's next `write` (so neither the reading thread nor the workers
+//! wait on the socket, and a burst of completions costs one system call). Before the
+//! connection ends, the commands it read finish and their responses go out (shutdown
+//! depends on it: nothing acknowledged is lost).
 
-use std::io::{self, BufRead, BufReader, ErrorKind};
+use std::io::{self, BufRead, BufReader, ErrorKind, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -112,6 +114,7 @@ pub fn serve_connection(
             stream,
             writer: PduWriter::new(),
             error: None,
+            sending: false,
         },
         reader,
         peer,
@@ -395,15 +398,18 @@ impl Conn {
                 stream,
                 writer: PduWriter::new(),
                 error: None,
+                sending: false,
             },
         );
+        let out = wire.stream.try_clone()?;
         let shared = Arc::new(ConnShared {
             halves: Mutex::new(Halves { core, wire }),
             idle: Condvar::new(),
+            out,
         });
         let result = self.read_loop(&shared, digests, limit);
         let mut h = shared.lock();
-        while h.core.in_flight() > 0 {
+        while h.core.in_flight() > 0 || h.wire.sending {
             h = shared
                 .idle
                 .wait_timeout(h, POLL)
@@ -424,10 +430,7 @@ impl Conn {
         loop {
             // Write responses once the input that produced them is drained.
             if self.reader.buffer().is_empty() {
-                let mut h = shared.lock();
-                if h.wire.writer.pending() {
-                    h.wire.flush()?;
-                }
+                shared.flush()?;
             }
             if self.reader.buffer().is_empty() && !self.wait_for_input(shared, last_input)? {
                 return Ok(());
@@ -582,8 +585,11 @@ impl Conn {
 /// thread reading the socket and the LU workers completing its commands.
 struct ConnShared {
     halves: Mutex<Halves>,
-    /// Signalled when the last running command of the connection completes.
+    /// Signalled when the last running command of the connection completes, and when
+    /// a thread stops writing taken bytes ([`Wire::sending`]).
     idle: Condvar,
+    /// The socket, for writing taken bytes outside the lock.
+    out: TcpStream,
 }
 
 struct Halves {
@@ -594,6 +600,36 @@ struct Halves {
 impl ConnShared {
     fn lock(&self) -> MutexGuard<'_, Halves> {
         self.halves.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Write the buffered PDUs with the lock released, so that the reading thread and
+    /// the workers frame and complete commands while the socket takes the bytes. If
+    /// another thread is writing, it sends these too (it looks again before it stops):
+    /// one writer at a time keeps the bytes in order, and responses completed during a
+    /// write leave in one `write` instead of one each.
+    fn flush(&self) -> io::Result<()> {
+        let mut h = self.lock();
+        if h.wire.sending {
+            return Ok(());
+        }
+        loop {
+            h.wire.take_error()?;
+            let Some(bytes) = h.wire.writer.take_pending() else {
+                return Ok(());
+            };
+            h.wire.sending = true;
+            drop(h);
+            let written = (&self.out).write_all(&bytes);
+            h = self.lock();
+            h.wire.sending = false;
+            h.wire.writer.give_back(bytes);
+            self.idle.notify_all();
+            if let Err(e) = written {
+                // Kept for the reading thread too: later responses have nowhere to go.
+                h.wire.error = Some(io::Error::new(e.kind(), e.to_string()));
+                return Err(e);
+            }
+        }
     }
 }
 
@@ -623,38 +659,37 @@ fn dispatch(shared: &Arc<ConnShared>, jobs: Vec<Job>, caller: Caller) {
             Some(lu) if !lu.in_memory() && !alone => {
                 let shared = shared.clone();
                 lu.workers().submit(move || {
-                    let released = complete(&shared, job, true);
+                    let released = complete(&shared, job);
+                    if let Err(e) = shared.flush() {
+                        // The reading thread sees the socket fail too and ends the
+                        // connection.
+                        tracing::debug!("writing a response: {e}");
+                    }
                     dispatch(&shared, released, Caller::Worker);
                 });
             }
             _ => {
-                jobs.extend(complete(shared, job, false));
+                jobs.extend(complete(shared, job));
                 ran_here = true;
             }
         }
     }
     if ran_here && caller == Caller::Worker {
-        if let Err(e) = shared.lock().wire.flush() {
+        if let Err(e) = shared.flush() {
             tracing::debug!("writing a response: {e}");
         }
     }
 }
 
-/// Run a job and queue its response (written at once with `flush`); returns the jobs
-/// its completion lets start.
-fn complete(shared: &ConnShared, job: Job, flush: bool) -> Vec<Job> {
+/// Run a job and queue its response (the caller flushes); returns the jobs its
+/// completion lets start.
+fn complete(shared: &ConnShared, job: Job) -> Vec<Job> {
     let resp = job.execute();
     let mut h = shared.lock();
     let Halves { core, wire } = &mut *h;
     // Only Continue or Flush come back from a completion; the response goes out with
     // the next flush either way (the peer may be waiting for nothing else).
     let _ = core.complete(job.itt(), resp, wire);
-    if flush {
-        if let Err(e) = wire.flush() {
-            // The reading thread sees the socket fail too and ends the connection.
-            tracing::debug!("writing a response: {e}");
-        }
-    }
     let released = core.take_ready();
     if core.in_flight() == 0 {
         shared.idle.notify_all();
@@ -669,15 +704,27 @@ struct Wire {
     stream: TcpStream,
     writer: PduWriter,
     error: Option<io::Error>,
+    /// A thread writes bytes taken from `writer` with the connection's lock released
+    /// ([`ConnShared::flush`]): nothing else may write to the socket until it is done.
+    sending: bool,
 }
 
 impl Wire {
     fn push(&mut self, bhs: Bhs, data: &[u8]) -> io::Result<()> {
+        if self.sending {
+            self.writer.push_buffered(bhs, data);
+            return Ok(());
+        }
         self.writer.push(&mut self.stream, bhs, data)
     }
 
+    /// Write what is buffered, unless a thread is writing already: it sends these
+    /// bytes after its own (see [`ConnShared::flush`]).
     fn flush(&mut self) -> io::Result<()> {
         self.take_error()?;
+        if self.sending {
+            return Ok(());
+        }
         self.writer.flush(&mut self.stream)
     }
 

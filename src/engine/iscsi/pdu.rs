@@ -425,26 +425,58 @@ fn read_exact_or_closed<R: Read>(r: &mut R, buf: &mut [u8]) -> Result<(), ReadEr
 
 /// Frames outgoing PDUs into a buffer that the connection flushes when it has no more
 /// input to process, so that pipelined commands get their responses in one write.
-/// Large data segments bypass the buffer (vectored write) to save a copy.
+/// Large data segments bypass the buffer (vectored write) to save a copy, unless the
+/// caller says the buffer is being written elsewhere ([`PduWriter::push_buffered`]).
 #[derive(Debug, Default)]
 pub struct PduWriter {
     pub digests: Digests,
     buf: Vec<u8>,
+    /// A cleared buffer to frame into while `buf`'s bytes are written outside the
+    /// connection's lock ([`PduWriter::take_pending`]), so neither is reallocated.
+    spare: Vec<u8>,
 }
 
 /// Data segments at least this long are written straight from the caller's buffer.
 const DIRECT_WRITE_MIN: usize = 32 * 1024;
+/// A buffer grown past this by a burst of large responses is shrunk back to
+/// [`BUFFER_CAPACITY`]: it must not pin memory for the connection's life.
+const BUFFER_SHRINK_ABOVE: usize = 1024 * 1024;
+const BUFFER_CAPACITY: usize = 64 * 1024;
 
 impl PduWriter {
     pub fn new() -> PduWriter {
         PduWriter {
             digests: Digests::default(),
-            buf: Vec::with_capacity(64 * 1024),
+            buf: Vec::with_capacity(BUFFER_CAPACITY),
+            spare: Vec::new(),
         }
     }
 
-    /// Queue a PDU with `data` as its data segment; its length field is set here.
-    pub fn push<W: Write>(&mut self, w: &mut W, mut bhs: Bhs, data: &[u8]) -> io::Result<()> {
+    /// Queue a PDU with `data` as its data segment; its length field is set here. A
+    /// large segment goes out at once through `w`, after what is buffered.
+    pub fn push<W: Write>(&mut self, w: &mut W, bhs: Bhs, data: &[u8]) -> io::Result<()> {
+        match self.frame(bhs, data, data.len() >= DIRECT_WRITE_MIN) {
+            Some(tail) => {
+                let head = std::mem::take(&mut self.buf);
+                let r = write_all_vectored(w, &[&head, data, &tail]);
+                self.buf = head;
+                self.buf.clear();
+                r
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Queue a PDU, copying even a large data segment into the buffer: for when another
+    /// thread is writing the bytes taken before it, which must reach the peer first.
+    pub fn push_buffered(&mut self, bhs: Bhs, data: &[u8]) {
+        let direct = self.frame(bhs, data, false);
+        debug_assert!(direct.is_none());
+    }
+
+    /// Frame the header (and, unless `direct`, the data segment) into the buffer.
+    /// `Some(tail)`: the caller writes the buffer, `data` and `tail` (pad and digest).
+    fn frame(&mut self, mut bhs: Bhs, data: &[u8], direct: bool) -> Option<Vec<u8>> {
         bhs.set_data_segment_len(data.len());
         self.buf.extend_from_slice(&bhs.0);
         if self.digests.header {
@@ -452,7 +484,7 @@ impl PduWriter {
                 .extend_from_slice(&digest_bytes(crc32c::crc32c(&bhs.0)));
         }
         if data.is_empty() {
-            return Ok(());
+            return None;
         }
         let pad = [0u8; 3];
         let pad = &pad[..pad_len(data.len())];
@@ -462,24 +494,20 @@ impl PduWriter {
         } else {
             None
         };
-        if data.len() >= DIRECT_WRITE_MIN {
+        if direct {
             let mut tail = Vec::with_capacity(7);
             tail.extend_from_slice(pad);
             if let Some(d) = digest {
                 tail.extend_from_slice(&d);
             }
-            let head = std::mem::take(&mut self.buf);
-            let r = write_all_vectored(w, &[&head, data, &tail]);
-            self.buf = head;
-            self.buf.clear();
-            return r;
+            return Some(tail);
         }
         self.buf.extend_from_slice(data);
         self.buf.extend_from_slice(pad);
         if let Some(d) = digest {
             self.buf.extend_from_slice(&d);
         }
-        Ok(())
+        None
     }
 
     /// True when PDUs wait in the buffer.
@@ -489,15 +517,37 @@ impl PduWriter {
 
     /// Write out what is buffered.
     pub fn flush<W: Write>(&mut self, w: &mut W) -> io::Result<()> {
-        if !self.buf.is_empty() {
-            w.write_all(&self.buf)?;
-            self.buf.clear();
-            // A burst of large responses must not pin memory for the connection's life.
-            if self.buf.capacity() > 1024 * 1024 {
-                self.buf.shrink_to(64 * 1024);
-            }
+        if let Some(bytes) = self.take_pending() {
+            let r = w.write_all(&bytes);
+            self.give_back(bytes);
+            r?;
         }
         w.flush()
+    }
+
+    /// The buffered bytes, for a caller to write (in order, before any taken later);
+    /// framing goes on into a spare buffer meanwhile. `None` when nothing waits.
+    pub fn take_pending(&mut self) -> Option<Vec<u8>> {
+        if self.buf.is_empty() {
+            return None;
+        }
+        let spare = std::mem::take(&mut self.spare);
+        Some(std::mem::replace(&mut self.buf, spare))
+    }
+
+    /// Return a buffer from [`PduWriter::take_pending`] once written, for reuse.
+    pub fn give_back(&mut self, mut bytes: Vec<u8>) {
+        bytes.clear();
+        if bytes.capacity() > BUFFER_SHRINK_ABOVE {
+            bytes.shrink_to(BUFFER_CAPACITY);
+        }
+        if self.buf.is_empty() && self.buf.capacity() < bytes.capacity() {
+            // Keep framing into the larger of the two.
+            std::mem::swap(&mut self.buf, &mut bytes);
+        }
+        if self.spare.capacity() < bytes.capacity() {
+            self.spare = bytes;
+        }
     }
 }
 
@@ -596,6 +646,40 @@ mod tests {
         let p = read_pdu(&mut r, d, 65536).unwrap();
         assert_eq!(p.data, big);
         assert!(matches!(read_pdu(&mut r, d, 65536), Err(ReadError::Closed)));
+    }
+
+    #[test]
+    fn bytes_taken_for_another_writer_stay_ahead_of_those_framed_meanwhile() {
+        let mut w = PduWriter::new();
+        w.digests.data = true;
+        let mut first = Bhs::new(Opcode::NopIn);
+        first.set_itt(1);
+        let mut second = Bhs::new(Opcode::NopIn);
+        second.set_itt(2);
+        let big = vec![0xcd; 40_000];
+        w.push_buffered(first, b"abc");
+        let taken = w.take_pending().expect("the first PDU waits");
+        assert!(!w.pending());
+        // While `taken` is being written elsewhere, even a large segment is buffered.
+        w.push_buffered(second, &big);
+        let later = w.take_pending().expect("the second PDU waits");
+        let wire = [taken.as_slice(), later.as_slice()].concat();
+        let mut r = &wire[..];
+        let p = read_pdu(&mut r, w.digests, 65536).unwrap();
+        assert_eq!((p.bhs.itt(), p.data.as_slice()), (1, &b"abc"[..]));
+        let p = read_pdu(&mut r, w.digests, 65536).unwrap();
+        assert_eq!((p.bhs.itt(), p.data), (2, big));
+        assert!(matches!(
+            read_pdu(&mut r, w.digests, 65536),
+            Err(ReadError::Closed)
+        ));
+        // Given back, the buffers are reused cleared: nothing is sent twice.
+        w.give_back(taken);
+        w.give_back(later);
+        assert!(w.take_pending().is_none());
+        let mut out = Vec::new();
+        w.flush(&mut out).unwrap();
+        assert!(out.is_empty());
     }
 
     #[test]
