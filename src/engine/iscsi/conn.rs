@@ -14,14 +14,15 @@
 //! commands it makes ready ([`Job`]s) run on their LU's I/O workers
 //! (`lu::IoWorkers`) when the LU may wait for a device, so a connection's queue of
 //! commands reaches the storage at the initiator's queue depth; commands of an LU in
-//! memory (ramdisk, tmpfs), and a command that is the connection's only one with no
-//! more input waiting, run on the reading thread itself, where a hand-off costs more
+//! memory (ramdisk, tmpfs), a read whose data the page cache holds
+//! ([`Job::execute_if_cached`]), and a command that is the connection's only one with
+//! no more input waiting, run on the reading thread itself, where a hand-off costs more
 //! than it gains. The core and the socket's write side sit behind one mutex
-//! ([`ConnShared`]): the reading thread takes it per PDU, a worker takes it to complete
+//! (`ConnShared`): the reading thread takes it per PDU, a worker takes it to complete
 //! its command and to start the jobs the task set releases. Responses are framed into
 //! one buffer: the reading thread writes it when no more input is waiting, a worker as
 //! soon as its command completes; the write itself happens with the mutex released
-//! ([`ConnShared::flush`]), one thread at a time, and responses completed meanwhile go
+//! (`ConnShared::flush`), one thread at a time, and responses completed meanwhile go
 //! out with the writer's next `write` (so neither the reading thread nor the workers
 //! wait on the socket, and a burst of completions costs one system call). Before the
 //! connection ends, the commands it read finish and their responses go out (shutdown
@@ -657,6 +658,13 @@ fn dispatch(shared: &Arc<ConnShared>, jobs: Vec<Job>, caller: Caller) {
     while let Some(job) = jobs.pop_front() {
         match job.logical_unit() {
             Some(lu) if !lu.in_memory() && !alone => {
+                if caller != Caller::Worker {
+                    if let Some(resp) = job.execute_if_cached() {
+                        jobs.extend(finish(shared, &job, resp));
+                        ran_here = true;
+                        continue;
+                    }
+                }
                 let shared = shared.clone();
                 lu.workers().submit(move || {
                     let released = complete(&shared, job);
@@ -685,6 +693,11 @@ fn dispatch(shared: &Arc<ConnShared>, jobs: Vec<Job>, caller: Caller) {
 /// completion lets start.
 fn complete(shared: &ConnShared, job: Job) -> Vec<Job> {
     let resp = job.execute();
+    finish(shared, &job, resp)
+}
+
+/// Queue the response of a job that ran; returns the jobs its completion lets start.
+fn finish(shared: &ConnShared, job: &Job, resp: scsi::Response) -> Vec<Job> {
     let mut h = shared.lock();
     let Halves { core, wire } = &mut *h;
     // Only Continue or Flush come back from a completion; the response goes out with

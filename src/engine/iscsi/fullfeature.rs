@@ -278,6 +278,11 @@ pub struct Job {
     stats: Option<crate::engine::stats::Recorder>,
 }
 
+/// The largest read the connection's reading thread answers itself from cached data
+/// ([`Job::execute_if_cached`]): a larger copy is better spread over the I/O workers
+/// than holding up the connection's next PDUs.
+pub const CACHED_READ_MAX: usize = 128 * 1024;
+
 impl Job {
     /// The initiator task tag (what [`FullFeature::complete`] needs back).
     pub fn itt(&self) -> u32 {
@@ -294,9 +299,26 @@ impl Job {
 
     /// Run the command (may block on the LU's storage).
     pub fn execute(&self) -> Response {
+        self.run(false).unwrap_or_default()
+    }
+
+    /// Run the command here only if it is a read of at most [`CACHED_READ_MAX`] bytes
+    /// whose data are already in memory (`lu::without_waiting`). `None`: it would have
+    /// waited for the device, nothing was counted, and it must [`Job::execute`] where
+    /// waiting is fine (the LU's I/O workers).
+    pub fn execute_if_cached(&self) -> Option<Response> {
+        if !crate::engine::scsi::is_read(&self.cdb) || self.expected_len as usize > CACHED_READ_MAX
+        {
+            return None;
+        }
+        self.run(true)
+    }
+
+    /// `None` only with `cached_only`, when a read would have waited.
+    fn run(&self, cached_only: bool) -> Option<Response> {
         let SessionKind::Normal { scsi, nexus, .. } = &self.session.kind else {
             // Commands on discovery sessions are rejected before they become jobs.
-            return Response::default();
+            return Some(Response::default());
         };
         let cmd = Command {
             lun: decode_lun(self.lun_field),
@@ -310,7 +332,11 @@ impl Job {
         // The one place every SCSI command runs (on an I/O worker or inline): its
         // statistics are counted here, latency included.
         let started = self.stats.as_ref().map(|_| std::time::Instant::now());
-        let resp = scsi.execute(nexus, &cmd);
+        let resp = if cached_only {
+            crate::engine::lu::without_waiting(|| scsi.execute(nexus, &cmd))?
+        } else {
+            scsi.execute(nexus, &cmd)
+        };
         if let (Some(r), Some(t0)) = (&self.stats, started) {
             r.command(
                 cmd.lun,
@@ -319,7 +345,7 @@ impl Job {
                 t0.elapsed(),
             );
         }
-        resp
+        Some(resp)
     }
 }
 

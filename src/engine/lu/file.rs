@@ -178,7 +178,11 @@ impl BlockStore for FileStore {
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        self.file.read_exact_at(buf, offset)
+        super::read_in_scope(
+            buf,
+            |b| self.read_cached(b, offset),
+            |b| self.file.read_exact_at(b, offset),
+        )
     }
 
     fn write_at(&self, buf: &[u8], offset: u64, durable: bool) -> io::Result<()> {
@@ -239,6 +243,10 @@ impl BlockStore for FileStore {
     fn in_memory(&self) -> bool {
         self.in_memory
     }
+
+    fn read_cached(&self, buf: &mut [u8], offset: u64) -> io::Result<bool> {
+        platform::read_cached(&self.file, buf, offset)
+    }
 }
 
 /// Portable fallback for deallocation: write zeros (the range then reads as zeros,
@@ -279,6 +287,45 @@ mod tests {
         s.read_at(&mut buf, 65536).unwrap();
         assert!(buf.iter().all(|&b| b == 0xcd));
         s.flush().unwrap();
+    }
+
+    /// Needs a disk file system (ext4, xfs, btrfs: the page cache answers `RWF_NOWAIT`),
+    /// so the file lives in the source tree, not in a `/tmp` that may be tmpfs.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_read_without_waiting_is_answered_from_the_cache_and_refused_after_eviction() {
+        let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+        let path = dir.path().join("x.img");
+        let s = FileStore::open_file("x", &path, Some(1 << 20), false).unwrap();
+        assert!(
+            !s.in_memory(),
+            "{} is on tmpfs: this test needs a disk",
+            path.display()
+        );
+        s.write_at(&[0x5au8; 65536], 0, false).unwrap();
+        let mut buf = vec![0u8; 65536];
+        let cached = super::super::without_waiting(|| s.read_at(&mut buf, 0).is_ok());
+        assert_eq!(cached, Some(true), "just written: in the page cache");
+        assert!(buf.iter().all(|&b| b == 0x5a));
+
+        // Written out and dropped from the cache: the read would wait for the disk.
+        s.flush().unwrap();
+        nix::fcntl::posix_fadvise(
+            &s.file,
+            0,
+            0,
+            nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+        )
+        .unwrap();
+        let mut buf = vec![0u8; 65536];
+        let cold = super::super::without_waiting(|| s.read_at(&mut buf, 0));
+        assert!(
+            cold.is_none(),
+            "evicted, yet read without waiting: {cold:?}"
+        );
+        // Outside the scope the same read waits for the disk and succeeds.
+        s.read_at(&mut buf, 0).unwrap();
+        assert!(buf.iter().all(|&b| b == 0x5a));
     }
 
     #[test]

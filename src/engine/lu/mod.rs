@@ -138,6 +138,12 @@ pub trait BlockStore: Send + Sync + fmt::Debug {
     fn in_memory(&self) -> bool {
         false
     }
+
+    /// Fill `buf` from `offset` only if no device I/O is needed (the bytes are in the
+    /// page cache): `Ok(false)` otherwise, with nothing changed. The default never can.
+    fn read_cached(&self, _buf: &mut [u8], _offset: u64) -> io::Result<bool> {
+        Ok(false)
+    }
 }
 
 /// What kind of storage backs an LU.
@@ -272,6 +278,46 @@ impl LogicalUnit {
         self.attachment
             .get_or_init(|| Box::new(T::default()))
             .downcast_ref::<T>()
+    }
+}
+
+thread_local! {
+    /// Set inside [`without_waiting`]: reads on this thread use [`BlockStore::read_cached`].
+    static CACHED_ONLY: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
+}
+
+/// Run `f` (a command) with this thread's reads limited to data already in memory: a read
+/// that would wait for the device fails with [`io::ErrorKind::WouldBlock`] instead. Returns
+/// `None` when one did (discard what `f` returned: the command must run again where
+/// waiting is fine, on the LU's I/O workers), else `f`'s result.
+///
+/// Why: the connection's reading thread can answer a read of cached data itself,
+/// saving the hand-off to a worker (two thread switches, most of a cached read's cost);
+/// a read that would wait must not block the connection's other commands behind it.
+pub fn without_waiting<R>(f: impl FnOnce() -> R) -> Option<R> {
+    CACHED_ONLY.with(|c| c.set(Some(false)));
+    let r = f();
+    let waited = CACHED_ONLY.with(|c| c.replace(None)) == Some(true);
+    (!waited).then_some(r)
+}
+
+/// Inside [`without_waiting`], a read through `read_cached`, recording a miss; else a
+/// plain read through `read`.
+fn read_in_scope(
+    buf: &mut [u8],
+    read_cached: impl FnOnce(&mut [u8]) -> io::Result<bool>,
+    read: impl FnOnce(&mut [u8]) -> io::Result<()>,
+) -> io::Result<()> {
+    if CACHED_ONLY.with(|c| c.get()).is_none() {
+        return read(buf);
+    }
+    match read_cached(buf) {
+        Ok(true) => Ok(()),
+        Ok(false) => {
+            CACHED_ONLY.with(|c| c.set(Some(true)));
+            Err(io::ErrorKind::WouldBlock.into())
+        }
+        Err(e) => Err(e),
     }
 }
 

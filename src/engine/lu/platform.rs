@@ -225,3 +225,48 @@ pub(super) fn on_memory_fs(file: &File) -> bool {
 pub(super) fn on_memory_fs(_file: &File) -> bool {
     false
 }
+
+/// Fill `buf` from `offset` only from the page cache: `Ok(false)` when some of the bytes
+/// are not there (the read would wait for the device) or the platform cannot tell.
+/// Linux: `preadv2(RWF_NOWAIT)`, which returns what is cached and `EAGAIN` for the rest.
+#[cfg(target_os = "linux")]
+pub(super) fn read_cached(file: &File, buf: &mut [u8], offset: u64) -> io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    let mut done = 0;
+    while done < buf.len() {
+        let rest = &mut buf[done..];
+        let iov = libc::iovec {
+            iov_base: rest.as_mut_ptr().cast(),
+            iov_len: rest.len(),
+        };
+        // SAFETY: one iovec over `rest`, which stays borrowed mutably for the call.
+        let n = unsafe {
+            libc::preadv2(
+                file.as_raw_fd(),
+                &iov,
+                1,
+                off(offset + done as u64)?,
+                libc::RWF_NOWAIT,
+            )
+        };
+        match n {
+            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+            n if n > 0 => done += n as usize,
+            _ => {
+                let e = io::Error::last_os_error();
+                return match e.raw_os_error() {
+                    Some(libc::EINTR) => continue,
+                    Some(libc::EAGAIN) => Ok(false),
+                    _ if is_unsupported(&e) => Ok(false),
+                    _ => Err(e),
+                };
+            }
+        }
+    }
+    Ok(true)
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(super) fn read_cached(_file: &File, _buf: &mut [u8], _offset: u64) -> io::Result<bool> {
+    Ok(false)
+}
