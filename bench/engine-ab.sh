@@ -10,24 +10,29 @@
 # (which goes first alternates). Prints per case the median IOPS and the engine's CPU
 # time per I/O (utime+stime from /proc) of each, and B/A.
 #
-#   bench/engine-ab.sh A_BINARY B_BINARY [-n RUNS] [-s SECONDS] [-d DIR]
+#   bench/engine-ab.sh A_BINARY B_BINARY [-n RUNS] [-s SECONDS] [-d DIR] [-D]
+#
+# -D: durable writes instead (write_back = false: every write is on the disk before its
+# response, the LU's group commit), the write case then measures the device path too.
 #
 # Needs libiscsi-bin, qemu-utils + qemu-block-extra. Linux only (/proc for CPU time).
 set -euo pipefail
 
-[ $# -ge 2 ] || { sed -n '2,14p' "$0"; exit 2; }
+[ $# -ge 2 ] || { sed -n '2,17p' "$0"; exit 2; }
 declare -A BIN=([A]=$(realpath "$1") [B]=$(realpath "$2"))
 shift 2
 RUNS=6
 SECS=4
 DIR=/work
 [ -d "$DIR" ] || DIR=$PWD
-while getopts "n:s:d:h" opt; do
+WRITE_BACK=true
+while getopts "n:s:d:Dh" opt; do
     case $opt in
         n) RUNS=$OPTARG ;;
         s) SECS=$OPTARG ;;
         d) DIR=$OPTARG ;;
-        *) sed -n '2,14p' "$0"; exit 0 ;;
+        D) WRITE_BACK=false ;;
+        *) sed -n '2,17p' "$0"; exit 0 ;;
     esac
 done
 for t in iscsi-perf qemu-img; do
@@ -52,7 +57,7 @@ listen = ["127.0.0.1:${PORT[$v]}"]
 [extent.lun]
 type = "file"
 path = "$IMG"
-write_back = true
+write_back = $WRITE_BACK
 [target."iqn.2026-11.io.isctl:ab"]
 luns = { 0 = "lun" }
 [[target."iqn.2026-11.io.isctl:ab".group]]
@@ -67,6 +72,7 @@ cat "$IMG" > /dev/null # warm: the device must not be what is measured
 TICK=$(getconf CLK_TCK)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 WRITES=100000
+[ "$WRITE_BACK" = false ] && WRITES=30000
 
 # One measurement: prints "iops cpu_us_per_io".
 measure() {
@@ -108,6 +114,7 @@ echo "|---|---:|---:|---:|---:|---:|---:|"
 for case in read write; do
     name="4 KiB random read, QD32 (iscsi-perf)"
     [ "$case" = write ] && name="4 KiB sequential write, QD32 (qemu-img)"
+    [ "$case" = write ] && [ "$WRITE_BACK" = false ] && name="4 KiB sequential write, QD32, durable (qemu-img)"
     ia=$(tr ' ' '\n' <<<"${IOPS[$case.A]}" | grep . | median)
     ib=$(tr ' ' '\n' <<<"${IOPS[$case.B]}" | grep . | median)
     ca=$(tr ' ' '\n' <<<"${CPU[$case.A]}" | grep . | median)

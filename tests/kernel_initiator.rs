@@ -86,7 +86,7 @@ fn start_iscsid(vm: &mut Vm) {
 }
 
 /// Threads of process `pid` named `name` (the engine names an LU's I/O workers
-/// `io-<extent>`).
+/// `io-<extent>` and its syncer `sync-<extent>`).
 fn io_worker_threads(pid: u32, name: &str) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/task"))
         .expect("the engine's threads")
@@ -210,12 +210,19 @@ fn linux_initiator_keeps_ext4_and_fio_verify_at_qd32_with_mutual_chap_and_digest
          --output-format=terse --terse-version=3",
     );
     assert!(!fio.stdout.is_empty(), "fio printed nothing\n{fio}");
-    // The commands really ran concurrently: the LU's pool started several threads
-    // (one more is started only when every running one is busy).
+    // The commands really ran concurrently: the LU's pool started more than one thread
+    // (one more is started only when every running one is busy), and the durable
+    // writes were handed to the LU's syncer thread instead of each holding a worker
+    // through its sync (so a few workers keep 32 commands moving).
     let workers = io_worker_threads(engine.pid(), "io-disk");
     assert!(
-        workers >= 4,
-        "fio at queue depth 32 kept only {workers} I/O worker threads of the engine busy"
+        workers >= 2,
+        "fio at queue depth 32 kept only {workers} I/O worker thread of the engine busy"
+    );
+    assert_eq!(
+        io_worker_threads(engine.pid(), "sync-disk"),
+        1,
+        "no syncer thread: the durable writes did not go through group commit"
     );
     vm.host_sh("umount /mnt/t && fsck.ext4 -f -n /dev/sda");
     logout(&mut vm, port);

@@ -100,6 +100,10 @@ pub fn serve_connection(
     };
     let local = stream.local_addr().unwrap_or(portal.listen);
     let _ = stream.set_nodelay(true);
+    // A peer that stops reading must not hold the thread writing to it (an LU's I/O
+    // worker or its syncer thread, shared with other sessions) for longer than it may
+    // pause inside a PDU: the write fails and the connection ends.
+    let _ = stream.set_write_timeout(Some(PDU_STALL_LIMIT));
     let span = tracing::info_span!("conn", %peer);
     let _enter = span.enter();
     let reader = match stream.try_clone() {
@@ -667,13 +671,24 @@ fn dispatch(shared: &Arc<ConnShared>, jobs: Vec<Job>, caller: Caller) {
                 }
                 let shared = shared.clone();
                 lu.workers().submit(move || {
-                    let released = complete(&shared, job);
-                    if let Err(e) = shared.flush() {
-                        // The reading thread sees the socket fail too and ends the
-                        // connection.
-                        tracing::debug!("writing a response: {e}");
-                    }
-                    dispatch(&shared, released, Caller::Worker);
+                    // A durable write does not hold its worker through the sync: the
+                    // file's syncer thread sends the response once the write is durable.
+                    let ran = job.execute_deferring();
+                    let Some(later) = ran.durable_later else {
+                        respond(&shared, &job, ran.response);
+                        return;
+                    };
+                    later.then(move |durable| {
+                        let response = match durable {
+                            Ok(()) => ran.response,
+                            Err(e) => {
+                                tracing::debug!("write not durable: {e}");
+                                job.durability_failed()
+                            }
+                        };
+                        job.count(&response, ran.started);
+                        respond(&shared, &job, response);
+                    });
                 });
             }
             _ => {
@@ -687,6 +702,17 @@ fn dispatch(shared: &Arc<ConnShared>, jobs: Vec<Job>, caller: Caller) {
             tracing::debug!("writing a response: {e}");
         }
     }
+}
+
+/// Off the reading thread: send the response of a job that ran, then start the jobs
+/// its completion releases.
+fn respond(shared: &Arc<ConnShared>, job: &Job, response: scsi::Response) {
+    let released = finish(shared, job, response);
+    if let Err(e) = shared.flush() {
+        // The reading thread sees the socket fail too and ends the connection.
+        tracing::debug!("writing a response: {e}");
+    }
+    dispatch(shared, released, Caller::Worker);
 }
 
 /// Run a job and queue its response (the caller flushes); returns the jobs its

@@ -299,7 +299,9 @@ impl Job {
 
     /// Run the command (may block on the LU's storage).
     pub fn execute(&self) -> Response {
-        self.run(false).unwrap_or_default()
+        let ran = self.run(How::Wait).unwrap_or_default();
+        self.count(&ran.response, ran.started);
+        ran.response
     }
 
     /// Run the command here only if it is a read of at most [`CACHED_READ_MAX`] bytes
@@ -311,16 +313,46 @@ impl Job {
         {
             return None;
         }
-        self.run(true)
+        let ran = self.run(How::CachedOnly)?;
+        self.count(&ran.response, ran.started);
+        Some(ran.response)
     }
 
-    /// `None` only with `cached_only`, when a read would have waited.
-    fn run(&self, cached_only: bool) -> Option<Response> {
-        let SessionKind::Normal { scsi, nexus, .. } = &self.session.kind else {
-            // Commands on discovery sessions are rejected before they become jobs.
-            return Some(Response::default());
+    /// Run the command (may block on the LU's storage), except that its durable writes
+    /// to a write-through file return once written (`lu::deferring_durability`): with
+    /// [`Ran::durable_later`] set, the response may go out only once that says the
+    /// writes are durable, and the caller counts the command then ([`Job::count`]).
+    pub fn execute_deferring(&self) -> Ran {
+        let ran = self.run(How::DeferDurability).unwrap_or_default();
+        if ran.durable_later.is_none() {
+            self.count(&ran.response, ran.started);
+        }
+        ran
+    }
+
+    /// The command's response is final (after its deferred durability): count it.
+    pub fn count(&self, resp: &Response, started: Option<std::time::Instant>) {
+        if let (Some(r), Some(t0)) = (&self.stats, started) {
+            r.command(
+                decode_lun(self.lun_field),
+                resp.data_in.len() as u64,
+                self.data_out.len() as u64,
+                t0.elapsed(),
+            );
+        }
+    }
+
+    /// The response when the command ran but the sync that was to make its writes
+    /// durable failed (see `lu::deferring_durability`).
+    pub fn durability_failed(&self) -> Response {
+        let SessionKind::Normal { scsi, .. } = &self.session.kind else {
+            return Response::default();
         };
-        let cmd = Command {
+        scsi.durability_failed(&self.command())
+    }
+
+    fn command(&self) -> Command<'_> {
+        Command {
             lun: decode_lun(self.lun_field),
             cdb: &self.cdb,
             data_out: &self.data_out,
@@ -328,25 +360,56 @@ impl Job {
             direction: self.direction,
             attribute: self.attribute,
             tag: self.itt,
-        };
-        // The one place every SCSI command runs (on an I/O worker or inline): its
-        // statistics are counted here, latency included.
-        let started = self.stats.as_ref().map(|_| std::time::Instant::now());
-        let resp = if cached_only {
-            crate::engine::lu::without_waiting(|| scsi.execute(nexus, &cmd))?
-        } else {
-            scsi.execute(nexus, &cmd)
-        };
-        if let (Some(r), Some(t0)) = (&self.stats, started) {
-            r.command(
-                cmd.lun,
-                resp.data_in.len() as u64,
-                cmd.data_out.len() as u64,
-                t0.elapsed(),
-            );
         }
-        Some(resp)
     }
+
+    /// `None` only with [`How::CachedOnly`], when a read would have waited.
+    fn run(&self, how: How) -> Option<Ran> {
+        let SessionKind::Normal { scsi, nexus, .. } = &self.session.kind else {
+            // Commands on discovery sessions are rejected before they become jobs.
+            return Some(Ran::default());
+        };
+        let cmd = self.command();
+        // The one place every SCSI command runs (on an I/O worker or inline): its
+        // statistics are counted from here (`count`), latency included.
+        let started = self.stats.as_ref().map(|_| std::time::Instant::now());
+        let (response, durable_later) = match how {
+            How::Wait => (scsi.execute(nexus, &cmd), None),
+            How::CachedOnly => (
+                crate::engine::lu::without_waiting(|| scsi.execute(nexus, &cmd))?,
+                None,
+            ),
+            How::DeferDurability => {
+                crate::engine::lu::deferring_durability(|| scsi.execute(nexus, &cmd))
+            }
+        };
+        Some(Ran {
+            response,
+            durable_later,
+            started,
+        })
+    }
+}
+
+/// How a [`Job`] runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum How {
+    /// Whatever it takes.
+    Wait,
+    /// Only if no read waits for the device.
+    CachedOnly,
+    /// Durable writes to write-through files return before they are durable.
+    DeferDurability,
+}
+
+/// A job that ran ([`Job::execute_deferring`]).
+#[derive(Debug, Default)]
+pub struct Ran {
+    pub response: Response,
+    /// Its writes are durable once this says so; until then the response must wait.
+    pub durable_later: Option<crate::engine::lu::Durability>,
+    /// When it started, for its latency (with statistics on).
+    pub started: Option<std::time::Instant>,
 }
 
 /// A task management request waiting for running tasks it ends to finish: RFC 7143

@@ -162,8 +162,19 @@ impl FileStore {
     /// paid once for all the writes in flight rather than once per write. (With write-back
     /// caching a FUA write syncs only its own range instead: a whole-file sync would
     /// also write out the cached data of every other write.)
-    pub fn with_group_commit(mut self) -> Self {
-        self.group = Some(GroupSync::new());
+    /// `extent` names the syncer thread (`sync-<extent>`, as the workers are `io-<extent>`).
+    pub fn with_group_commit(mut self, extent: &str) -> Self {
+        // The syncer thread syncs through its own handle on the same open file.
+        self.group = match self.file.try_clone() {
+            Ok(f) => Some(GroupSync::new(extent, move || f.sync_data())),
+            Err(e) => {
+                tracing::warn!(
+                    "{}: no group commit, each durable write syncs alone: {e}",
+                    self.path.display()
+                );
+                None
+            }
+        };
         self
     }
 
@@ -190,7 +201,7 @@ impl BlockStore for FileStore {
             (Some(d), true) => match &self.group {
                 Some(group) => {
                     self.file.write_all_at(buf, offset)?;
-                    group.wait_durable(|| self.file.sync_data())
+                    super::durable_after(group)
                 }
                 // One write made durable alone syncs only its own range (O_DSYNC), not
                 // the write-back data other writes left in the page cache.

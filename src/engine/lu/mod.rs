@@ -22,6 +22,9 @@
 
 mod file;
 mod group_sync;
+
+pub use group_sync::Durability;
+use group_sync::GroupSync;
 mod platform;
 mod ramdisk;
 mod workers;
@@ -321,6 +324,57 @@ fn read_in_scope(
     }
 }
 
+thread_local! {
+    /// Set inside [`deferring_durability`]: the durable writes this thread made that
+    /// returned before they were durable.
+    static DURABLE_LATER: std::cell::RefCell<Option<Option<Durability>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Run `f` (a command) letting its durable writes on write-through files return once
+/// written, before they are durable: returns `f`'s result and, when a write did, what
+/// to wait on before the command may complete ([`Durability::then`] hands that to the
+/// file's syncer thread, so the caller's thread goes on to the next command).
+pub fn deferring_durability<R>(f: impl FnOnce() -> R) -> (R, Option<Durability>) {
+    DURABLE_LATER.with(|d| *d.borrow_mut() = Some(None));
+    let r = f();
+    let later = DURABLE_LATER.with(|d| d.borrow_mut().take()).flatten();
+    (r, later)
+}
+
+/// A write-through store's durable write returned: inside [`deferring_durability`]
+/// record its ticket and return; outside, wait for it here.
+fn durable_after(group: &GroupSync) -> io::Result<()> {
+    let in_scope = DURABLE_LATER.with(|d| d.borrow().is_some());
+    if !in_scope {
+        return group.wait_durable();
+    }
+    let mine = group.later();
+    let other = DURABLE_LATER.with(|d| {
+        let mut d = d.borrow_mut();
+        match d.as_mut().and_then(Option::take) {
+            None => {
+                *d = Some(Some(mine));
+                None
+            }
+            Some(held) if held.same_file(&mine) => {
+                *d = Some(Some(held.max(mine)));
+                None
+            }
+            // A second file in one command (EXTENDED COPY between LUs): this one is
+            // waited for here; the first stays deferred.
+            Some(held) => {
+                *d = Some(Some(held));
+                Some(mine)
+            }
+        }
+    });
+    match other {
+        Some(mine) => mine.wait(),
+        None => Ok(()),
+    }
+}
+
 /// Open a model extent as a logical unit (see the module doc for the file rules).
 pub fn open_extent(extent: &Extent) -> Result<Arc<LogicalUnit>, LuError> {
     let name = extent.name.clone();
@@ -342,6 +396,7 @@ pub fn open_extent(extent: &Extent) -> Result<Arc<LogicalUnit>, LuError> {
             BackingKind::File,
             Box::new(write_through(
                 FileStore::open_file(&name, path, *size, extent.readonly)?,
+                &name,
                 extent.write_back,
             )),
         ),
@@ -349,6 +404,7 @@ pub fn open_extent(extent: &Extent) -> Result<Arc<LogicalUnit>, LuError> {
             BackingKind::Block,
             Box::new(write_through(
                 FileStore::open_device(&name, device, extent.readonly)?,
+                &name,
                 extent.write_back,
             )),
         ),
@@ -385,11 +441,11 @@ pub fn open_extent(extent: &Extent) -> Result<Arc<LogicalUnit>, LuError> {
 
 /// A file or device LU without write-back caching makes every write durable: those
 /// writes share their syncs.
-fn write_through(store: FileStore, write_back: bool) -> FileStore {
+fn write_through(store: FileStore, extent: &str, write_back: bool) -> FileStore {
     if write_back {
         store
     } else {
-        store.with_group_commit()
+        store.with_group_commit(extent)
     }
 }
 

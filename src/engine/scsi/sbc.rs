@@ -114,6 +114,13 @@ fn write_error(lba: u64, _e: io::Error) -> Sense {
     medium_error(Asc::WRITE_ERROR, lba)
 }
 
+/// The sense of a command whose writes returned but whose sync then failed (the LU
+/// deferred their durability): WRITE ERROR at its first LBA, as when the write itself
+/// fails.
+pub(crate) fn durability_failed(cdb: Bytes<'_>) -> Sense {
+    medium_error(Asc::WRITE_ERROR, decode_rw(cdb).lba)
+}
+
 fn shared<'a>(x: &Exec<'a>) -> RwLockReadGuard<'a, ()> {
     x.state.io.read().unwrap_or_else(|p| p.into_inner())
 }

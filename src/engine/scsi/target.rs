@@ -109,6 +109,23 @@ pub(crate) fn lu_state(lu: &LogicalUnit) -> Option<&LuState> {
     lu.attachment::<LuState>()
 }
 
+impl ScsiTarget {
+    /// The response of `cmd` when it ran but the sync that was to make its writes
+    /// durable failed (`lu::deferring_durability`): CHECK CONDITION, MEDIUM ERROR /
+    /// WRITE ERROR, in the LU's sense format.
+    pub fn durability_failed(&self, cmd: &Command<'_>) -> Response {
+        let view = self.view();
+        let d_sense = view
+            .luns
+            .get(&cmd.lun)
+            .and_then(|lu| lu_state(lu))
+            .is_some_and(|s| s.lock().mode.d_sense);
+        let flow = command::lookup(cmd.cdb).map_or(Flow::None, |spec| spec.flow);
+        let sense = super::sbc::durability_failed(Bytes(cmd.cdb));
+        finish(cmd, flow, None, Err(Fail::Check(sense)), d_sense)
+    }
+}
+
 impl ScsiService for ScsiTarget {
     fn execute(&self, nexus: &Nexus, cmd: &Command<'_>) -> Response {
         let it = ItNexus::of(nexus);
