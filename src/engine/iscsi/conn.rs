@@ -31,6 +31,7 @@
 use std::io::{self, BufRead, BufReader, ErrorKind, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -410,9 +411,11 @@ impl Conn {
         let shared = Arc::new(ConnShared {
             halves: Mutex::new(Halves { core, wire }),
             idle: Condvar::new(),
+            closing: AtomicBool::new(false),
             out,
         });
         let result = self.read_loop(&shared, digests, limit);
+        shared.closing.store(true, Ordering::SeqCst);
         let mut h = shared.lock();
         while h.core.in_flight() > 0 || h.wire.sending {
             h = shared
@@ -595,6 +598,9 @@ struct ConnShared {
     idle: Condvar,
     /// The socket, for writing taken bytes outside the lock.
     out: TcpStream,
+    /// The reading thread has stopped and waits on `idle`: only then is it signalled
+    /// (a notify is a system call, and every command would pay it).
+    closing: AtomicBool,
 }
 
 struct Halves {
@@ -605,6 +611,13 @@ struct Halves {
 impl ConnShared {
     fn lock(&self) -> MutexGuard<'_, Halves> {
         self.halves.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Call with the lock held, after a change the closing reading thread waits for.
+    fn wake_closing(&self) {
+        if self.closing.load(Ordering::SeqCst) {
+            self.idle.notify_all();
+        }
     }
 
     /// Write the buffered PDUs with the lock released, so that the reading thread and
@@ -628,7 +641,7 @@ impl ConnShared {
             h = self.lock();
             h.wire.sending = false;
             h.wire.writer.give_back(bytes);
-            self.idle.notify_all();
+            self.wake_closing();
             if let Err(e) = written {
                 // Kept for the reading thread too: later responses have nowhere to go.
                 h.wire.error = Some(io::Error::new(e.kind(), e.to_string()));
@@ -731,7 +744,7 @@ fn finish(shared: &ConnShared, job: &Job, resp: scsi::Response) -> Vec<Job> {
     let _ = core.complete(job.itt(), resp, wire);
     let released = core.take_ready();
     if core.in_flight() == 0 {
-        shared.idle.notify_all();
+        shared.wake_closing();
     }
     released
 }
