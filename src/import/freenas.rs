@@ -1,4 +1,4 @@
-//! FreeNAS v1 REST API responses (`/api/v1.0/services/iscsi/...`) → a [`Model`].
+//! FreeNAS v1 REST API responses (`/api/v1.0/services/iscsi/...`) → a [`Model`](crate::model::Model).
 //!
 //! Input: the GET responses for `globalconfiguration`, `portal`,
 //! `authorizedinitiator`, `authcredential`, `target`, `targetgroup`, `extent` and

@@ -1,6 +1,6 @@
 //! Plans: the pure diff of desired against observed state, ordered and minimal.
 //!
-//! Owns: [`diff`] (desired [`State`] × observed state, sessions, host facts, the set
+//! Owns: [`diff`](fn@diff) (desired [`State`](crate::state::State) × observed state, sessions, host facts, the set
 //! of objects isctl manages → [`Plan`]), the [`Op`]s a plan is made of and their
 //! inverses, the ordering into phases and lanes, the safety rules (sessions,
 //! unmanaged objects, backing files), and rendering a plan as text or JSON.

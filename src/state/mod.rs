@@ -4,7 +4,7 @@
 //! Owns: the [`State`] types (backstores, targets → TPGs → portals / LUNs / ACLs →
 //! mapped LUNs, discovery auth), object identities ([`ObjectId`]) used by plans and the
 //! ledger, and lowering a validated [`Model`](crate::model::Model) into a desired
-//! state ([`lower`]), including every "the kernel target cannot express this" error.
+//! state ([`lower`](fn@lower)), including every "the kernel target cannot express this" error.
 //! Does not: read or write anything. Observing is the backends' job
 //! (`backend::lio::observe`), comparing is `plan::diff`'s.
 //! In: a `Model` (lower) or a backend's reading. Out: a `State`.

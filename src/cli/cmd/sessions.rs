@@ -10,7 +10,7 @@
 //!
 //! On LIO, `--model PATH` (else the model `isctl watch` last applied) names the
 //! portal group, initiator groups and comment of each session
-//! (`observe::admitted`); [`source_with_model`] is shared with the exporter.
+//! (`observe::admitted`); `source_with_model` is shared with the exporter.
 
 use std::io::Write;
 use std::path::Path;

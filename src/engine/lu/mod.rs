@@ -3,8 +3,11 @@
 //! Owns: opening a model [`Extent`] as a [`LogicalUnit`] (file, block device or
 //! ramdisk), its identity (serial, NAA designator, block size, rotation rate, read-only)
 //! and positional block I/O through the [`BlockStore`] trait: read, write (optionally
-//! durable, for FUA), flush, deallocate (hole punching) and allocation status; and the
-//! LU's I/O threads ([`IoWorkers`], `workers.rs`) that run its commands concurrently.
+//! durable, for FUA), flush, deallocate (hole punching) and allocation status; the
+//! LU's I/O threads ([`IoWorkers`], `workers.rs`) that run its commands concurrently;
+//! and the two ways a command runs without holding a thread for the device: reads from
+//! the page cache only ([`without_waiting`]) and durable writes whose sync is waited for
+//! by the file's syncer thread ([`deferring_durability`], `group_sync.rs`).
 //! Does not: speak SCSI. CDB decoding, sense data, reservations and unit attentions
 //! live in `engine::scsi`, which keeps its per-LU state in the LU's
 //! [`LogicalUnit::attachment`] slot so that an LU shared by several targets shares
@@ -22,9 +25,6 @@
 
 mod file;
 mod group_sync;
-
-pub use group_sync::Durability;
-use group_sync::GroupSync;
 mod platform;
 mod ramdisk;
 mod workers;
@@ -38,8 +38,11 @@ use std::sync::{Arc, OnceLock};
 use crate::model::{Backing, Extent, Rpm};
 
 pub use file::FileStore;
+pub use group_sync::Durability;
 pub use ramdisk::RamStore;
 pub use workers::{io_workers, IoWorkers};
+
+use group_sync::GroupSync;
 
 /// Why an extent could not be opened as a logical unit.
 #[derive(Debug, thiserror::Error)]
