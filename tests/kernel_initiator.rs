@@ -87,7 +87,7 @@ fn start_iscsid(vm: &mut Vm) {
 
 /// Threads of process `pid` named `name` (the engine names an LU's I/O workers
 /// `io-<extent>` and its syncer `sync-<extent>`).
-fn io_worker_threads(pid: u32, name: &str) -> usize {
+fn threads_named(pid: u32, name: &str) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/task"))
         .expect("the engine's threads")
         .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
@@ -214,13 +214,13 @@ fn linux_initiator_keeps_ext4_and_fio_verify_at_qd32_with_mutual_chap_and_digest
     // (one more is started only when every running one is busy), and the durable
     // writes were handed to the LU's syncer thread instead of each holding a worker
     // through its sync (so a few workers keep 32 commands moving).
-    let workers = io_worker_threads(engine.pid(), "io-disk");
+    let workers = threads_named(engine.pid(), "io-disk");
     assert!(
         workers >= 2,
         "fio at queue depth 32 kept only {workers} I/O worker thread of the engine busy"
     );
     assert_eq!(
-        io_worker_threads(engine.pid(), "sync-disk"),
+        threads_named(engine.pid(), "sync-disk"),
         1,
         "no syncer thread: the durable writes did not go through group commit"
     );

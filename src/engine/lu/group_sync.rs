@@ -4,23 +4,21 @@
 //!
 //! Why: at queue depth 32 the I/O workers write concurrently; with one `O_DSYNC` write
 //! each, the kernel runs one sync per write (each a writeback of one page and a wait).
-//! Here each worker writes into the page cache, then waits for a sync that started
-//! after its write returned: the first waiter runs `fdatasync` for everyone who wrote
-//! before it began, the others wait for it (or for the next one). The contract is the
-//! same as `O_DSYNC`'s: when [`GroupSync::wait_durable`] returns, the caller's write is
-//! on stable storage. Measured in docs/engine.md.
-//!
-//! A worker need not wait at all ([`GroupSync::later`], [`Durability::then`]): it takes a ticket for its
-//! write and hands the rest of its command (sending the response) to the file's syncer
-//! thread, which runs the syncs and finishes every command a sync covered. A blocked
-//! waiter per write cost two thread switches per command and capped a sync's batch at
-//! the pool's size; the syncer costs neither.
+//! Here each write goes into the page cache and is covered by a sync that started
+//! after it returned, one `fdatasync` for everyone who wrote before it began. The
+//! contract is the same as `O_DSYNC`'s: a write is on stable storage when
+//! [`GroupSync::wait_durable`] returns (the caller waits; its thread may run the sync),
+//! or when the work handed to [`Durability::then`] runs (an I/O worker takes a ticket
+//! with [`GroupSync::later`] and goes on; the file's syncer thread runs the syncs and
+//! that work). A blocked waiter per write cost two thread switches per command and
+//! capped a sync's batch at the pool's size; the syncer costs neither. Measured in
+//! docs/engine.md.
 
 use std::io;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 /// What runs once a ticket's write is durable (or its sync failed).
-pub type WhenDurable = Box<dyn FnOnce(io::Result<()>) + Send>;
+type WhenDurable = Box<dyn FnOnce(io::Result<()>) + Send>;
 
 #[derive(Default)]
 struct Progress {
@@ -28,9 +26,8 @@ struct Progress {
     requested: u64,
     /// Every ticket up to this one is durable.
     durable: u64,
-    /// A sync is running; it covers the tickets up to `covering`.
+    /// A sync is running (it covers the tickets handed out before it began).
     running: bool,
-    covering: u64,
     /// Syncs that failed, as (first ticket, last ticket, error): the writes they
     /// covered fail even if a later sync succeeds (after a failed `fdatasync` the
     /// kernel may have dropped those pages). The most recent few are kept.
@@ -176,11 +173,17 @@ impl Shared {
             if let Some(outcome) = p.outcome(ticket) {
                 return outcome;
             }
-            p = if p.running {
-                self.done.wait(p).unwrap_or_else(|e| e.into_inner())
-            } else {
-                self.sync_once(p)
-            };
+            p = self.sync_or_wait(p);
+        }
+    }
+
+    /// One step toward the next outcome: run a sync if none is running, else wait for
+    /// the running one to finish. Returns the lock again.
+    fn sync_or_wait<'a>(&'a self, p: MutexGuard<'a, Progress>) -> MutexGuard<'a, Progress> {
+        if p.running {
+            self.done.wait(p).unwrap_or_else(|e| e.into_inner())
+        } else {
+            self.sync_once(p)
         }
     }
 
@@ -220,7 +223,6 @@ impl Shared {
     fn sync_once<'a>(&'a self, mut p: MutexGuard<'a, Progress>) -> MutexGuard<'a, Progress> {
         p.running = true;
         let (first, covering) = (p.durable + 1, p.requested);
-        p.covering = covering;
         drop(p);
         let result = (self.sync)();
         let mut p = self.lock();
@@ -270,11 +272,7 @@ impl Shared {
                 p = self.lock();
                 continue;
             }
-            p = if p.running {
-                self.done.wait(p).unwrap_or_else(|e| e.into_inner())
-            } else {
-                self.sync_once(p)
-            };
+            p = self.sync_or_wait(p);
         }
     }
 }

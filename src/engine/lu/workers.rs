@@ -19,10 +19,11 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex};
 
 /// Threads per LU per CPU, and the bounds of their number. Each blocked thread is one
-/// I/O at the device, and a durable write holds its thread through the sync, so the pool
-/// caps the writes each shared sync covers: at least 16 (tgt's fixed number), because on
-/// 2 CPUs 16 threads write durably at QD32 a fifth faster than 8 and read a cold file as
-/// fast (docs/engine.md).
+/// I/O at the device: at least 16 (tgt's fixed number), chosen on 2 CPUs when a durable
+/// write still held its thread through the sync (16 wrote durably at QD32 a fifth faster
+/// than 8 and read a cold file as fast, docs/engine.md). Durable writes now leave their
+/// sync to the file's syncer thread (`group_sync.rs`); the bound was not re-measured
+/// since.
 const IO_WORKERS_PER_CPU: usize = 4;
 const MIN_IO_WORKERS: usize = 16;
 const MAX_IO_WORKERS: usize = 32;

@@ -37,14 +37,14 @@ mod xcopy;
 
 pub use target::ScsiTarget;
 
+use std::fmt;
+
 /// True for READ(6), (10), (12) and (16): they only copy data from the medium and change
 /// no state of the LU (a pending unit attention is reported instead of reading).
 pub fn is_read(cdb: &[u8]) -> bool {
     use cdb::op::{READ_10, READ_12, READ_16, READ_6};
     matches!(cdb.first(), Some(&(READ_6 | READ_10 | READ_12 | READ_16)))
 }
-
-use std::fmt;
 
 /// The I_T nexus a command arrives on (SAM-5 §4.8): which initiator port, through
 /// which target port. Reservations and unit attentions are kept per nexus.
